@@ -1,0 +1,58 @@
+"""Presets: YAML files next to this module, validated by the pydantic models in `schema`.
+
+`load_config("tiny")` reads `configs/tiny.yaml`; any other argument is a path. A typo
+or a bad value raises `ConfigError` naming the file and the dotted key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from configs.schema import PipelineConfig
+
+PRESET_DIR = Path(__file__).parent
+DEFAULT_PRESET = "tiny"
+
+
+class ConfigError(ValueError):
+    pass
+
+
+def presets() -> list[str]:
+    return sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+
+
+def preset_path(name_or_path: str) -> Path:
+    if name_or_path in presets():
+        return PRESET_DIR / f"{name_or_path}.yaml"
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise ConfigError(f"no preset named {name_or_path!r} and no such file (presets: {', '.join(presets())})")
+    return path
+
+
+def parse_config(data: Any, source: str) -> PipelineConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping of settings at the top level")
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as err:
+        lines = []
+        for e in err.errors():
+            key = ".".join(str(part) for part in e["loc"]) or "(top level)"
+            msg = "unknown key (typo?)" if e["type"] == "extra_forbidden" else e["msg"]
+            lines.append(f"{source}: {key}: {msg}")
+        raise ConfigError("invalid config\n  " + "\n  ".join(lines)) from None
+
+
+def load_config(name_or_path: str = DEFAULT_PRESET) -> PipelineConfig:
+    path = preset_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    return parse_config(data, str(path))

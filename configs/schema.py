@@ -1,0 +1,117 @@
+"""Typed, frozen job configs: one pydantic model per stage.
+
+The same models are the Prefect flows' parameters, so the Prefect UI renders them
+as forms and validates a run triggered there exactly as the CLI validates a YAML
+preset. ``extra="forbid"`` everywhere turns a typo in a key into an error instead
+of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+
+class Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class LevelSpec(Frozen):
+    """One difficulty level of the embedded task: harder = longer chains, more key digits."""
+
+    min_steps: int = Field(ge=1, le=40)
+    max_steps: int = Field(ge=1, le=40)
+    min_key: int = Field(default=10, ge=0, le=9999, description="the key added digit-wise each step")
+    max_key: int = Field(default=99, ge=0, le=9999)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "LevelSpec":
+        if self.min_steps > self.max_steps or self.min_key > self.max_key:
+            raise ValueError("min_* must not exceed max_*")
+        return self
+
+
+class TaskConfig(Frozen):
+    """Where problems come from: the embedded arithmetic task or a local MATH-500-style JSONL."""
+
+    kind: Literal["arith", "jsonl"] = "arith"
+    seed: int = 0
+    n_test: int = Field(default=200, ge=1, description="held-out problems (the bank is sampled on these)")
+    n_train: int = Field(default=200, ge=0, description="train-split problems kept in the warehouse")
+    levels: list[LevelSpec] = Field(
+        default_factory=lambda: [
+            LevelSpec(min_steps=2, max_steps=4, min_key=10, max_key=99),
+            LevelSpec(min_steps=4, max_steps=6, min_key=10, max_key=999),
+            LevelSpec(min_steps=6, max_steps=8, min_key=100, max_key=9999),
+            LevelSpec(min_steps=8, max_steps=11, min_key=1000, max_key=9999),
+            LevelSpec(min_steps=11, max_steps=14, min_key=1000, max_key=9999),
+        ]
+    )
+    path: Path | None = Field(default=None, description="JSONL file (kind=jsonl)")
+    limit: int | None = Field(default=None, ge=1, description="use only the first N JSONL problems")
+
+    @model_validator(mode="after")
+    def _jsonl_needs_path(self) -> "TaskConfig":
+        if self.kind == "jsonl" and self.path is None:
+            raise ValueError("task.kind=jsonl needs task.path")
+        return self
+
+
+class BaseModelConfig(Frozen):
+    """The embedded LLaMA-architecture model trained from scratch (flow `train-base`)."""
+
+    hidden_size: int = Field(default=128, ge=8)
+    intermediate_size: int = Field(default=384, ge=8)
+    n_layers: int = Field(default=5, ge=1)
+    n_heads: int = Field(default=4, ge=1)
+    max_seq_len: int = Field(default=384, ge=32)
+    train_seconds: float = Field(default=240.0, gt=0, description="wall-clock training budget")
+    max_updates: int = Field(default=100_000, ge=1)
+    batch_rows: int = Field(default=32, ge=1)
+    learning_rate: float = Field(default=3e-3, gt=0)
+    warmup_updates: int = Field(default=50, ge=0)
+    seed: int = 0
+    threads: int = Field(default=2, ge=1)
+
+
+class GeneratorConfig(Frozen):
+    """Which backend serves the model; the same interface on CPU and GPU."""
+
+    backend: Literal["hf", "vllm"] = "hf"
+    model: str = Field(default="base", description="'base' (the workdir's trained model), 'smollm2', or a local path")
+    batch_size: int = Field(default=256, ge=1, description="sequences per forward batch (hf)")
+    segment_tokens: int = Field(default=48, ge=1, description="hf: decode this many tokens, then drop finished rows")
+    dtype: Literal["float32", "bfloat16", "float16", "auto"] = "float32"
+    threads: int = Field(default=2, ge=1)
+    vllm_kv_cache_gib: int = Field(default=1, ge=1, description="VLLM_CPU_KVCACHE_SPACE on CPU")
+    vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
+    chat_template: bool = Field(default=False, description="wrap prompts in the tokenizer's chat template")
+
+
+class BankConfig(Frozen):
+    """The sample bank: N candidates per problem, graded and stored."""
+
+    n: int = Field(default=64, ge=1, description="candidates per problem (N_max)")
+    temperature: float = Field(default=1.0, ge=0)
+    top_p: float = Field(default=1.0, gt=0, le=1)
+    max_tokens: int = Field(default=320, ge=1)
+    seed: int = 0
+    split: Literal["test", "train"] = "test"
+    problems_per_chunk: int = Field(default=25, ge=1, description="problems generated and committed together")
+
+
+class ReportConfig(Frozen):
+    majority_resamples: int = Field(default=200, ge=1)
+
+
+class PipelineConfig(Frozen):
+    """Everything one `ttscale run` needs; a YAML preset is one of these."""
+
+    name: str = "tiny"
+    task: TaskConfig = TaskConfig()
+    base_model: BaseModelConfig = BaseModelConfig()
+    generator: GeneratorConfig = GeneratorConfig()
+    bank: BankConfig = BankConfig()
+    report: ReportConfig = ReportConfig()

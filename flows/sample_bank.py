@@ -1,0 +1,100 @@
+"""Flow `sample-bank`: N graded candidates per problem into the warehouse, curves into MLflow.
+
+The story: load the problems and store them; find which problems of this bank are
+still incomplete; sample them chunk by chunk, each chunk committed in one transaction
+(a killed run loses at most the chunk in flight, and never leaves half of one);
+then compute pass@k, majority@k and the guessing baseline per level and publish them
+to the warehouse, MLflow and the Prefect UI.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from tqdm.auto import tqdm
+
+from configs.schema import BankConfig, PipelineConfig
+from models.generator import Generator, SamplingSpec, open_generator
+from tasks.problems import Problem, load_problems
+from tasks.report import build_bank_report, plot_bank
+from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
+from tasks.tracking import log_config, log_metrics
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run
+from warehouse.store import Warehouse
+
+STAGE = "sample-bank"
+
+
+def sampling_spec(bank: BankConfig) -> SamplingSpec:
+    return SamplingSpec(n=bank.n, temperature=bank.temperature, top_p=bank.top_p,
+                        max_tokens=bank.max_tokens, seed=bank.seed)
+
+
+@task(cache_policy=NO_CACHE)
+def sample_and_grade(generator: Generator, problems: Sequence[Problem], spec: SamplingSpec,
+                     bank: str, run_id: str, model_name: str):  # -> (candidates, steps) Arrow tables
+    return sample_chunk(generator, problems, spec, bank, run_id, model_name)
+
+
+@flow(name=STAGE, log_prints=True)
+def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+    """Sample, grade and store the bank; returns its bank_id. Safe to re-run: finished problems are skipped."""
+    logger = get_run_logger()
+    wd = Workdir.at(workdir)
+    model_dir = wd.model_dir(config.generator.model)
+    if not model_dir.is_dir():
+        hint = " (run `ttscale train-base` first)" if config.generator.model == "base" else ""
+        raise FileNotFoundError(f"model not found: {model_dir}{hint}")
+    problems = load_problems(config.task)
+    split = [p for p in problems if p.split == config.bank.split]
+    spec = sampling_spec(config.bank)
+    bank = bank_id(fingerprint(model_dir), spec)
+    run_id = stable_hash(STAGE, bank, config.generator.backend)
+
+    with Warehouse(wd.warehouse) as wh:
+        wh.insert("problems", problems_table(problems))
+        todo = pending(wh, bank, split, spec.n)
+        logger.info("bank %s: %d of %d problems to sample", bank, len(todo), len(split))
+        with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
+                        tags={"stage": STAGE, "preset": config.name, "bank_id": bank}) as ml_id:
+            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),
+                         mlflow_run_id=ml_id, prefect_flow_run_id=flow_run.get_id())
+            log_config(ml_id, config.model_dump(mode="json"))
+            try:
+                if todo:
+                    _sample_pending(wh, config, model_dir, todo, spec, bank, run_id)
+                report = build_bank_report(wh, bank, config.report.majority_resamples, seed=config.bank.seed)
+                wh.insert("metrics", report.metrics_table(run_id))
+            except BaseException:
+                wh.finish_run(run_id, "failed")
+                raise
+            log_metrics(ml_id, report.mlflow_metrics())
+            plot = plot_bank(report, wd.reports / f"{STAGE}-{bank}.png")
+            markdown = report.markdown(f"Sample bank {bank} ({config.name}, model {config.generator.model})")
+            (wd.reports / f"{STAGE}-{bank}.md").write_text(markdown)
+            import mlflow
+
+            mlflow.log_artifact(str(plot), "report")
+            mlflow.log_text(markdown, "report/bank.md")
+            create_markdown_artifact(markdown + f"\n![curves]({Path(plot).as_uri()})\n", key="sample-bank-report",
+                                     description=f"pass@k / majority@k / guessing for bank {bank}")
+            wh.finish_run(run_id)
+    logger.info("bank %s complete: report at %s", bank, wd.reports)
+    return bank
+
+
+def _sample_pending(wh: Warehouse, config: PipelineConfig, model_dir: Path, todo: list[Problem],
+                    spec: SamplingSpec, bank: str, run_id: str) -> None:
+    size = config.bank.problems_per_chunk
+    chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+    with open_generator(config.generator, model_dir) as generator:
+        for chunk in tqdm(chunks, desc="sample-bank", unit="chunk"):
+            candidates, steps = sample_and_grade(generator, chunk, spec, bank, run_id, config.generator.model)
+            with wh.transaction():
+                wh.insert("candidates", candidates)
+                wh.insert("steps", steps)

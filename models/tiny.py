@@ -1,0 +1,138 @@
+"""The embedded base model: a ~1M-parameter LLaMA trained from scratch on the embedded task.
+
+Read in one sitting: a character-level tokenizer built locally with `tokenizers`
+(no hub), a LlamaConfig, and a time-budgeted training loop over packed rows with the
+loss on solution tokens only. The result is an ordinary transformers folder
+(safetensors + tokenizer), so every backend loads it exactly like a hub model.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
+from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+from configs.schema import BaseModelConfig
+
+SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
+ALPHABET = sorted(set(string.printable) - set("\x0b\x0c\r\t"))
+
+
+def build_tokenizer() -> PreTrainedTokenizerFast:
+    """One token per character: arithmetic digits stay separate, and any text still encodes."""
+    vocab = {tok: i for i, tok in enumerate(SPECIAL + ALPHABET)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")
+    core.decoder = decoders.Fuse()
+    # <bos> on every encode, so transformers and vLLM condition the model exactly as in training.
+    core.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", vocab["<bos>"])])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=core, pad_token="<pad>", bos_token="<bos>", eos_token="<eos>", unk_token="<unk>"
+    )
+
+
+def build_model(cfg: BaseModelConfig, tokenizer: PreTrainedTokenizerFast) -> LlamaForCausalLM:
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=cfg.hidden_size,
+        intermediate_size=cfg.intermediate_size,
+        num_hidden_layers=cfg.n_layers,
+        num_attention_heads=cfg.n_heads,
+        num_key_value_heads=cfg.n_heads,
+        max_position_embeddings=cfg.max_seq_len,
+        tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(cfg.seed)
+    return LlamaForCausalLM(config)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def packed_rows(
+    examples: Iterator[tuple[str, str]], tokenizer: PreTrainedTokenizerFast, seq_len: int, batch_rows: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Concatenate <bos> prompt solution <eos> examples into full rows; labels only on solutions."""
+    ids: list[int] = []
+    labels: list[int] = []
+    while True:
+        while len(ids) < seq_len * batch_rows:
+            prompt_text, solution_text = next(examples)
+            p = tokenizer.encode(prompt_text, add_special_tokens=False)
+            s = tokenizer.encode(solution_text, add_special_tokens=False) + [tokenizer.eos_token_id]
+            ids += [tokenizer.bos_token_id] + p + s
+            labels += [-100] * (1 + len(p)) + s
+        take = seq_len * batch_rows
+        x = torch.tensor(ids[:take]).view(batch_rows, seq_len)
+        y = torch.tensor(labels[:take]).view(batch_rows, seq_len)
+        ids, labels = ids[take:], labels[take:]
+        yield x, y
+
+
+@dataclass
+class TrainResult:
+    updates: int
+    tokens: int
+    seconds: float
+    final_loss: float
+    losses: list[tuple[int, float]]
+    n_params: int
+
+
+def train(
+    cfg: BaseModelConfig,
+    examples: Iterator[tuple[str, str]],
+    out_dir: Path,
+    on_progress: Callable[[int, float, float], None] | None = None,
+) -> TrainResult:
+    """Train for `train_seconds` of wall clock (or `max_updates`), cosine LR over elapsed time."""
+    torch.set_num_threads(cfg.threads)
+    tokenizer = build_tokenizer()
+    model = build_model(cfg, tokenizer)
+    model.train()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01, betas=(0.9, 0.98))
+    rows = packed_rows(examples, tokenizer, cfg.max_seq_len, cfg.batch_rows)
+    start = time.monotonic()
+    losses: list[tuple[int, float]] = []
+    ema = float("nan")
+    update = tokens = 0
+    while update < cfg.max_updates:
+        elapsed = time.monotonic() - start
+        frac = elapsed / cfg.train_seconds
+        if frac >= 1.0:
+            break
+        warm = min(1.0, (update + 1) / max(1, cfg.warmup_updates))
+        lr = cfg.learning_rate * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        for group in opt.param_groups:
+            group["lr"] = lr
+        x, y = next(rows)
+        loss = model(input_ids=x, labels=y).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        update += 1
+        tokens += x.numel()
+        value = float(loss.detach())
+        ema = value if math.isnan(ema) else 0.95 * ema + 0.05 * value
+        if update % 10 == 0:
+            losses.append((update, ema))
+        if on_progress is not None:
+            on_progress(update, min(1.0, frac), ema)
+    seconds = time.monotonic() - start
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return TrainResult(update, tokens, seconds, ema, losses, n_params(model))

@@ -1,0 +1,118 @@
+"""The embedded task: an iterated map on a 4-digit value, one step per paragraph.
+
+Why this shape (DESIGN.md, "The embedded default"): a ~1M-parameter model learns in
+minutes only steps that depend on the line just above, so every step restates the
+rule it applies (`07: 4821#0357=4178`, the countdown says how many steps remain), and
+every field has a fixed width, so what a step copies is always the same distance back.
+The map adds the key digit by digit, mod 10, without carries: calibration runs of a
+1.08M-parameter model for 4 minutes learned neither 4-digit multiplication nor
+carrying addition (result digits at chance, pass@1 0.0 on every level), while each
+digit of a carry-free sum depends on just two digits at fixed offsets.
+Difficulty grows with chain length and the number of key digits, and since the answer is any
+of 10,000 values, guessing is hopeless (the report prints the guessing baseline).
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from collections.abc import Iterator
+
+from configs.schema import LevelSpec, TaskConfig
+from tasks.problems import Problem, problem_id
+
+SOURCE = "arith"
+MODULUS = 10_000
+STEP_DELIMITER = "\n\n"
+_ANSWER = re.compile(r"answer:\s*(-?\d+)")
+
+# Prompt and solution layout live here, next to the parser that reads them back.
+QUESTION_TEMPLATE = "x={start:04d}; x=x#{key:04d} (add digits mod 10); repeat {steps:02d}"
+STEP_TEMPLATE = "{remaining:02d}: {value:04d}#{key:04d}={result:04d}"
+ANSWER_TEMPLATE = "answer: {answer:04d}"
+
+
+def digitwise_add(value: int, key: int) -> int:
+    """Add digit by digit, mod 10, no carries: 4821 # 0357 = 4178."""
+    return sum(((value // 10**i + key // 10**i) % 10) * 10**i for i in range(4))
+
+
+def _draw(rng: random.Random, level: int, spec: LevelSpec) -> tuple[str, str, list[str]]:
+    start = rng.randrange(MODULUS)
+    key = rng.randint(spec.min_key, spec.max_key)
+    steps = rng.randint(spec.min_steps, spec.max_steps)
+    question = QUESTION_TEMPLATE.format(start=start, key=key, steps=steps)
+    value, lines = start, []
+    for remaining in range(steps, 0, -1):
+        result = digitwise_add(value, key)
+        lines.append(STEP_TEMPLATE.format(remaining=remaining, value=value, key=key, result=result))
+        value = result
+    lines.append(ANSWER_TEMPLATE.format(answer=value))
+    return question, str(value), lines
+
+
+def prompt(question: str) -> str:
+    """What the base model is conditioned on; the solution follows after one blank line."""
+    return question + STEP_DELIMITER
+
+
+def solution(steps: list[str]) -> str:
+    return STEP_DELIMITER.join(steps)
+
+
+def _split_seed(task: TaskConfig, split: str) -> int:
+    return task.seed * 1_000_003 + {"test": 1, "train": 2}[split]
+
+
+def make_split(task: TaskConfig, split: str) -> list[Problem]:
+    """Seeded problems of one split, spread evenly over levels; test questions never appear in train."""
+    n = task.n_test if split == "test" else task.n_train
+    rng = random.Random(_split_seed(task, split))
+    held_out = {p.question for p in make_split(task, "test")} if split == "train" else set()
+    problems: list[Problem] = []
+    seen: set[str] = set()
+    while len(problems) < n:
+        level = len(problems) % len(task.levels) + 1
+        question, answer, steps = _draw(rng, level, task.levels[level - 1])
+        if question in seen or question in held_out:
+            continue
+        seen.add(question)
+        problems.append(
+            Problem(
+                problem_id=problem_id(SOURCE, question),
+                source=SOURCE,
+                split=split,
+                index=len(problems),
+                level=level,
+                question=question,
+                answer=answer,
+                meta={"reference_solution": solution(steps)},
+            )
+        )
+    return problems
+
+
+def training_stream(task: TaskConfig, seed: int) -> Iterator[tuple[str, str]]:
+    """Endless (prompt, solution) pairs for training the base model, disjoint from both splits."""
+    excluded = {p.question for p in make_split(task, "test")}
+    rng = random.Random(seed * 7_919 + 3)
+    while True:
+        level = rng.randrange(len(task.levels)) + 1
+        question, _, steps = _draw(rng, level, task.levels[level - 1])
+        if question not in excluded:
+            yield prompt(question), solution(steps)
+
+
+def extract_answer(text: str) -> str | None:
+    found = _ANSWER.findall(text)
+    return found[-1] if found else None
+
+
+def grade(text: str, reference: str) -> tuple[str | None, bool]:
+    """Exact integer match on the last `answer:` line."""
+    answer = extract_answer(text)
+    return answer, answer is not None and int(answer) == int(reference)
+
+
+def answer_space_size() -> int:
+    return MODULUS

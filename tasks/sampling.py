@@ -1,0 +1,96 @@
+"""The sample bank: N candidates per problem, split into steps, graded, keyed for idempotence.
+
+A bank is identified by the model and the sampling spec (`bank_id`), not by the run
+that made it: a second run with the same model and spec finds the bank already full
+and samples nothing, and a killed run finds its committed chunks and goes on from there.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import datetime, timezone
+
+import pyarrow as pa
+
+from models.generator import Generator, SamplingSpec
+from tasks import arith
+from tasks.grading import grade, split_steps
+from tasks.problems import Problem
+from warehouse.store import Warehouse
+
+
+def stable_hash(*parts: object) -> str:
+    return hashlib.sha1(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def bank_id(model_fingerprint: str, spec: SamplingSpec) -> str:
+    return stable_hash("bank", model_fingerprint, asdict(spec))
+
+
+def prompt_for(problem: Problem) -> str:
+    if problem.source == arith.SOURCE:
+        return arith.prompt(problem.question)
+    return (
+        f"{problem.question}\n\nSolve step by step, separating steps with a blank line, "
+        "and put the final answer in \\boxed{}."
+    )
+
+
+def pending(wh: Warehouse, bank: str, problems: Sequence[Problem], n: int) -> list[Problem]:
+    """Problems whose bank is not yet complete (chunks commit whole, so this is exact)."""
+    done = wh.query(
+        "SELECT problem_id FROM candidates WHERE bank_id = ? AND method = 'sample' "
+        "GROUP BY problem_id HAVING count(*) >= ?",
+        [bank, n],
+    ).column("problem_id").to_pylist()
+    finished = set(done)
+    return [p for p in problems if p.problem_id not in finished]
+
+
+def sample_chunk(
+    generator: Generator,
+    problems: Sequence[Problem],
+    spec: SamplingSpec,
+    bank: str,
+    run_id: str,
+    model_name: str,
+) -> tuple[pa.Table, pa.Table]:
+    """Generate spec.n candidates for each problem; return (candidates, steps) Arrow tables."""
+    completions = generator.generate([prompt_for(p) for p in problems], spec)
+    now = datetime.now(timezone.utc).replace(tzinfo=None)
+    cand: dict[str, list] = {k: [] for k in _CANDIDATE_COLUMNS}
+    steps: dict[str, list] = {"candidate_id": [], "step_index": [], "text": []}
+    for problem, outs in zip(problems, completions):
+        for i, c in enumerate(outs):
+            cid = stable_hash(bank, problem.problem_id, i)
+            answer, correct = grade(problem, c.text)
+            parts = split_steps(c.text)
+            row = dict(
+                candidate_id=cid, bank_id=bank, run_id=run_id, problem_id=problem.problem_id,
+                method="sample", budget=spec.n, sample_index=i, seed=spec.seed, model=model_name,
+                text=c.text, final_answer=answer, correct=correct, n_steps=len(parts),
+                prompt_tokens=c.prompt_tokens, generated_tokens=c.generated_tokens,
+                finish_reason=c.finish_reason,
+                flops=2.0 * generator.n_params * (c.prompt_tokens + c.generated_tokens), created_at=now,
+            )
+            for k in _CANDIDATE_COLUMNS:
+                cand[k].append(row[k])
+            for j, s in enumerate(parts):
+                steps["candidate_id"].append(cid)
+                steps["step_index"].append(j)
+                steps["text"].append(s)
+    return pa.table(cand), pa.table(steps)
+
+
+_CANDIDATE_COLUMNS = (
+    "candidate_id", "bank_id", "run_id", "problem_id", "method", "budget", "sample_index", "seed", "model",
+    "text", "final_answer", "correct", "n_steps", "prompt_tokens", "generated_tokens", "finish_reason",
+    "flops", "created_at",
+)
+
+
+def problems_table(problems: Sequence[Problem]) -> pa.Table:
+    return pa.Table.from_pylist([p.row() for p in problems])

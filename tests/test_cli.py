@@ -1,0 +1,33 @@
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ttscale.cli import app
+
+runner = CliRunner()
+
+
+def test_help_lists_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for command in ("run", "train-base", "sample-bank", "query", "presets", "show-config"):
+        assert command in result.output
+
+
+def test_config_typo_exits_2_with_key_and_file(tmp_path: Path):
+    bad = tmp_path / "typo.yaml"
+    bad.write_text("bank:\n  temprature: 0.5\n")
+    result = runner.invoke(app, ["run", "--preset", str(bad), "--workdir", str(tmp_path / "w")])
+    assert result.exit_code == 2
+    assert "bank.temprature" in result.output and str(bad) in result.output
+    assert not (tmp_path / "w").exists()  # nothing was started
+
+
+def test_show_config_fills_defaults():
+    result = runner.invoke(app, ["show-config", "--preset", "smoke"])
+    assert result.exit_code == 0 and "problems_per_chunk: 4" in result.output
+
+
+def test_query_without_warehouse_is_clear(tmp_path: Path):
+    result = runner.invoke(app, ["query", "SELECT 1", "--workdir", str(tmp_path)])
+    assert result.exit_code == 1 and "no warehouse" in result.output

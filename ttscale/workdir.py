@@ -1,0 +1,96 @@
+"""The workdir: where one deployment of ttscale keeps its state, and the services on it.
+
+Everything a run produces lives under one folder (default `./.ttscale`): the DuckDB
+warehouse, the MLflow sqlite store and its artifacts, trained models, plots. Services
+are opened as context managers so a failed stage still closes them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_WORKDIR = ".ttscale"
+EXPERIMENT = "ttscale"
+
+
+def quiet_services() -> None:
+    """Defaults every entry point wants before Prefect or MLflow are imported."""
+    os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for a model hub at run time
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@dataclass(frozen=True)
+class Workdir:
+    root: Path
+
+    @classmethod
+    def at(cls, path: str | Path = DEFAULT_WORKDIR) -> "Workdir":
+        root = Path(path).expanduser().resolve()
+        root.mkdir(parents=True, exist_ok=True)
+        return cls(root)
+
+    @property
+    def warehouse(self) -> Path:
+        return self.root / "ttscale.duckdb"
+
+    @property
+    def mlflow_db(self) -> Path:
+        return self.root / "mlflow.db"
+
+    @property
+    def mlflow_uri(self) -> str:
+        return f"sqlite:///{self.mlflow_db}"
+
+    @property
+    def artifacts(self) -> Path:
+        return self.root / "mlartifacts"
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def reports(self) -> Path:
+        return self.root / "reports"
+
+    def model_dir(self, name: str) -> Path:
+        """'base' is the trained embedded model, 'smollm2' the converted GGUF, anything else a path."""
+        if name in ("base", "smollm2"):
+            return self.models / name
+        return Path(name).expanduser().resolve()
+
+
+@contextlib.contextmanager
+def mlflow_run(workdir: Workdir, run_name: str, resume_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator[str]:
+    """An MLflow run on the workdir's sqlite store; `resume_id` continues a killed run's record."""
+    import mlflow
+
+    mlflow.set_tracking_uri(workdir.mlflow_uri)
+    experiment = mlflow.get_experiment_by_name(EXPERIMENT)
+    if experiment is None:
+        mlflow.create_experiment(EXPERIMENT, artifact_location=workdir.artifacts.as_uri())
+    mlflow.set_experiment(EXPERIMENT)
+    with mlflow.start_run(run_id=resume_id, run_name=None if resume_id else run_name, tags=tags) as run:
+        yield run.info.run_id
+
+
+def fingerprint(model_dir: Path) -> str:
+    """Content hash of a model's weights: a retrained model gets a new sample bank."""
+    digest = hashlib.sha1()
+    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    if not files:
+        raise FileNotFoundError(f"no weights (*.safetensors) in {model_dir}")
+    for f in files:
+        with f.open("rb") as handle:
+            for block in iter(lambda: handle.read(1 << 22), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]

@@ -1,0 +1,95 @@
+"""The one writer of the DuckDB warehouse, and read-only access for everyone else.
+
+DuckDB allows one read-write process per file, so every write in a run goes through a
+`Warehouse` opened by the process that runs the flow; queries from outside open the
+file read-only. Writes are Arrow tables inserted with `INSERT OR IGNORE` on each table's
+deterministic primary key: re-running a stage inserts nothing twice, and a chunk that
+was committed before a crash is not written again on resume.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Iterator, Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import duckdb
+import pyarrow as pa
+
+_HERE = Path(__file__).parent
+
+
+class Warehouse:
+    def __init__(self, path: Path, read_only: bool = False) -> None:
+        self.path = Path(path)
+        if read_only and not self.path.exists():
+            raise FileNotFoundError(f"no warehouse at {self.path}: run a stage first (ttscale run)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        if not read_only:
+            self.con.execute((_HERE / "schema.sql").read_text())
+            self.con.execute((_HERE / "views.sql").read_text())
+
+    def close(self) -> None:
+        self.con.close()
+
+    def __enter__(self) -> "Warehouse":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        """All writes inside land together or not at all (a killed chunk leaves no trace)."""
+        self.con.execute("BEGIN TRANSACTION")
+        try:
+            yield
+        except BaseException:
+            self.con.execute("ROLLBACK")
+            raise
+        self.con.execute("COMMIT")
+
+    def insert(self, table: str, rows: pa.Table) -> int:
+        """Bulk insert by column name; rows whose key already exists are skipped. Returns rows added."""
+        if rows.num_rows == 0:
+            return 0
+        before = self.count(table)
+        self.con.register("_incoming", rows)
+        try:
+            self.con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _incoming")
+        finally:
+            self.con.unregister("_incoming")
+        return self.count(table) - before
+
+    def count(self, table: str) -> int:
+        return int(self.con.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0])
+
+    def query(self, sql: str, params: list[Any] | None = None) -> pa.Table:
+        return self.con.sql(sql, params=params or None).to_arrow_table()
+
+    # --- runs -----------------------------------------------------------------------
+
+    def start_run(self, run_id: str, stage: str, preset: str, config: Mapping[str, Any], **ids: str | None) -> None:
+        """Record a stage run; a resumed run keeps its row and is marked running again."""
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        self.con.execute(
+            """INSERT INTO runs (run_id, stage, preset, config, mlflow_run_id, prefect_flow_run_id, started_at, status)
+               VALUES (?, ?, ?, ?, ?, ?, ?, 'running')
+               ON CONFLICT (run_id) DO UPDATE SET status = 'running', finished_at = NULL,
+                   mlflow_run_id = coalesce(excluded.mlflow_run_id, runs.mlflow_run_id),
+                   prefect_flow_run_id = excluded.prefect_flow_run_id""",
+            [run_id, stage, preset, json.dumps(config, default=str), ids.get("mlflow_run_id"),
+             ids.get("prefect_flow_run_id"), now],
+        )
+
+    def finish_run(self, run_id: str, status: str = "finished") -> None:
+        now = datetime.now(timezone.utc).replace(tzinfo=None)
+        self.con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, now, run_id])
+
+    def mlflow_run_id(self, run_id: str) -> str | None:
+        rows = self.con.execute("SELECT mlflow_run_id FROM runs WHERE run_id = ?", [run_id]).fetchall()
+        return rows[0][0] if rows else None
