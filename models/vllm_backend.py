@@ -29,6 +29,9 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
         if not on_gpu:
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", str(cfg["vllm_kv_cache_gib"]))
             os.environ.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+        # This child already isolates vLLM; running its engine and worker in-process too
+        # saves two more process starts (each re-imports torch and vLLM).
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         from vllm import LLM, SamplingParams
 
         kwargs: dict[str, Any] = dict(
@@ -37,6 +40,7 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
             enforce_eager=not on_gpu,
             seed=0,
             dtype=cfg["dtype"] if on_gpu else "float32",
+            distributed_executor_backend="uni",
         )
         if on_gpu:
             kwargs["gpu_memory_utilization"] = cfg["vllm_gpu_memory_utilization"]
@@ -67,7 +71,10 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
                     max_tokens=spec.max_tokens,
                     stop=list(spec.stop) or None,
                     include_stop_str_in_output=True,
-                    seed=spec.seed * 1_000_003 + i,
+                    # Per-request seeds need an offset-capable generator, which the CPU
+                    # build lacks ("CPU Generator does not use offset"); there the
+                    # engine's seed governs sampling.
+                    seed=spec.seed * 1_000_003 + i if on_gpu else None,
                 )
                 for i in range(len(prompts))
             ]

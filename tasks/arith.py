@@ -2,8 +2,12 @@
 
 Why this shape (DESIGN.md, "The embedded default"): a ~1M-parameter model learns in
 minutes only steps that depend on the line just above, so every step restates the
-rule it applies (`07: 4821#0357=4178`, the countdown says how many steps remain), and
-every field has a fixed width, so what a step copies is always the same distance back.
+rule it applies (`06: 4821#0357=4178`, the countdown says how many steps remain after
+this one), every field has a fixed width, and the question ends with a "step zero" line
+of the same layout (`07: init#0357=4821`), so what any step copies, the first one
+included, is always the same distance back. (With the start value stated only in a
+prose question, a calibration model learned the step-to-step copies and the digit
+sums, 97% of result digits right, but not the first step's copy: pass@1 0.0.)
 The map adds the key digit by digit, mod 10, without carries: calibration runs of a
 1.08M-parameter model for 4 minutes learned neither 4-digit multiplication nor
 carrying addition (result digits at chance, pass@1 0.0 on every level), while each
@@ -27,7 +31,8 @@ STEP_DELIMITER = "\n\n"
 _ANSWER = re.compile(r"answer:\s*(-?\d+)")
 
 # Prompt and solution layout live here, next to the parser that reads them back.
-QUESTION_TEMPLATE = "x={start:04d}; x=x#{key:04d} (add digits mod 10); repeat {steps:02d}"
+RULE = "x#k adds k to x digit by digit, mod 10"
+QUESTION_TEMPLATE = RULE + "\n\n{steps:02d}: init#{key:04d}={start:04d}"
 STEP_TEMPLATE = "{remaining:02d}: {value:04d}#{key:04d}={result:04d}"
 ANSWER_TEMPLATE = "answer: {answer:04d}"
 
@@ -43,7 +48,7 @@ def _draw(rng: random.Random, level: int, spec: LevelSpec) -> tuple[str, str, li
     steps = rng.randint(spec.min_steps, spec.max_steps)
     question = QUESTION_TEMPLATE.format(start=start, key=key, steps=steps)
     value, lines = start, []
-    for remaining in range(steps, 0, -1):
+    for remaining in range(steps - 1, -1, -1):
         result = digitwise_add(value, key)
         lines.append(STEP_TEMPLATE.format(remaining=remaining, value=value, key=key, result=result))
         value = result

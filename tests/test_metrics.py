@@ -1,3 +1,4 @@
+from datetime import datetime
 from itertools import combinations
 from math import comb
 
@@ -73,12 +74,10 @@ def test_sql_view_matches_python_estimator(tmp_path):
                               "method": "sample", "budget": 16, "sample_index": j, "seed": 0, "model": "m",
                               "text": "", "final_answer": None, "correct": bool(ok), "n_steps": 0,
                               "prompt_tokens": 1, "generated_tokens": 1, "finish_reason": "stop", "flops": 1.0,
-                              "created_at": None})
+                              "created_at": datetime(2026, 1, 1)})
     with Warehouse(tmp_path / "w.duckdb") as wh:
         wh.insert("problems", pa.Table.from_pylist(prob_rows))
-        cands = pa.Table.from_pylist(cand_rows).set_column(
-            17, "created_at", pa.array([np.datetime64("2026-01-01")] * len(cand_rows), pa.timestamp("us")))
-        wh.insert("candidates", cands)
+        wh.insert("candidates", pa.Table.from_pylist(cand_rows))
         view = {(r["level"], r["k"]): r["pass_at_k"] for r in wh.query("SELECT * FROM pass_at_k").to_pylist()}
     for k in (1, 2, 4, 8, 16):
         expected = np.mean([pass_at_k(16, c, k) for _, c in truth.values()])

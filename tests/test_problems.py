@@ -33,7 +33,7 @@ def test_reference_solutions_grade_correct_and_steps_split():
         answer, ok = grade(p, ref)
         assert ok and answer == p.answer
         steps = split_steps(ref)
-        assert len(steps) == int(p.question.rsplit(" ", 1)[1]) + 1  # one per iteration + the answer line
+        assert len(steps) == int(p.question.split("\n\n")[-1][:2]) + 1  # one per iteration + the answer line
         assert 0 <= int(p.answer) < arith.MODULUS
 
 

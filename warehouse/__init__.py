@@ -1,0 +1,1 @@
+"""The DuckDB warehouse: schema, views and the single writer."""

@@ -1,0 +1,44 @@
+"""The embedded model: tokenizer, packing with loss on solutions only, and a training run that learns."""
+
+import json
+from pathlib import Path
+
+from mlflow.tracking import MlflowClient
+
+from configs.schema import TaskConfig
+from models.tiny import build_tokenizer, packed_rows
+from tasks import arith
+
+
+def test_tokenizer_round_trips_and_adds_bos():
+    tok = build_tokenizer()
+    text = "x=0042; x=x#0082 (add digits mod 10); repeat 02\n\n02: 0042#0082=0024"
+    ids = tok(text)["input_ids"]
+    assert ids[0] == tok.bos_token_id and len(ids) == len(text) + 1
+    assert tok.decode(ids, skip_special_tokens=True) == text
+    assert tok.unk_token_id not in ids
+
+
+def test_packed_rows_mask_prompts_and_fill_rows():
+    tok = build_tokenizer()
+    x, y = next(packed_rows(arith.training_stream(TaskConfig(), 0), tok, 96, 3))
+    assert x.shape == y.shape == (3, 96)
+    flat_x, flat_y = x.flatten().tolist(), y.flatten().tolist()
+    # every supervised token is a solution token: it never precedes the first blank line of its example
+    first_bos = flat_x.index(tok.bos_token_id)
+    prompt_end = flat_x.index(tok.convert_tokens_to_ids("\n"), first_bos) + 2
+    assert all(label == -100 for label in flat_y[first_bos:prompt_end])
+    assert any(label != -100 for label in flat_y[prompt_end:])
+    assert all(label in (-100, tid) for label, tid in zip(flat_y, flat_x))
+
+
+def test_train_base_flow_learned_and_registered(trained_workdir: Path):
+    marker = json.loads((trained_workdir / "models" / "base" / "ttscale_train.json").read_text())
+    assert marker["version"] >= 1 and marker["n_params"] > 1000
+    client = MlflowClient(tracking_uri=f"sqlite:///{trained_workdir / 'mlflow.db'}")
+    losses = [m.value for m in sorted(client.get_metric_history(marker["mlflow_run_id"], "train_loss"), key=lambda m: m.step)]
+    assert len(losses) >= 2 and losses[-1] < losses[0]  # it learned something in seconds
+    version = client.get_model_version("ttscale-base", str(marker["version"]))
+    assert version.run_id == marker["mlflow_run_id"]
+    assert (trained_workdir / "models" / "base" / "model.safetensors").is_file()
+    assert not (trained_workdir / "models" / "base.partial").exists()
