@@ -19,8 +19,10 @@ class Frozen(BaseModel):
 
 
 class LevelSpec(Frozen):
-    """One difficulty level of the embedded task: harder = longer chains, more key digits."""
+    """One difficulty level of the embedded task: an operation, a chain length, a key size."""
 
+    op: Literal["digitwise", "add"] = Field(
+        default="digitwise", description="digitwise: add each digit mod 10 (easy); add: x + k mod 10000, with carries (hard)")
     min_steps: int = Field(ge=1, le=40)
     max_steps: int = Field(ge=1, le=40)
     min_key: int = Field(default=10, ge=0, le=9999, description="the key added digit-wise each step")
@@ -42,11 +44,11 @@ class TaskConfig(Frozen):
     n_train: int = Field(default=200, ge=0, description="train-split problems kept in the warehouse")
     levels: list[LevelSpec] = Field(
         default_factory=lambda: [
-            LevelSpec(min_steps=2, max_steps=4, min_key=10, max_key=99),
-            LevelSpec(min_steps=4, max_steps=6, min_key=10, max_key=999),
-            LevelSpec(min_steps=6, max_steps=8, min_key=100, max_key=9999),
-            LevelSpec(min_steps=8, max_steps=11, min_key=1000, max_key=9999),
-            LevelSpec(min_steps=11, max_steps=14, min_key=1000, max_key=9999),
+            LevelSpec(op="digitwise", min_steps=2, max_steps=4, min_key=10, max_key=99),
+            LevelSpec(op="digitwise", min_steps=5, max_steps=8, min_key=100, max_key=9999),
+            LevelSpec(op="digitwise", min_steps=9, max_steps=14, min_key=1000, max_key=9999),
+            LevelSpec(op="add", min_steps=2, max_steps=4, min_key=10, max_key=999),
+            LevelSpec(op="add", min_steps=6, max_steps=10, min_key=1000, max_key=9999),
         ]
     )
     path: Path | None = Field(default=None, description="JSONL file (kind=jsonl)")

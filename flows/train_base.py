@@ -33,12 +33,12 @@ def training_key(task_cfg: TaskConfig, model_cfg: BaseModelConfig) -> str:
 
 @task(cache_policy=NO_CACHE)
 def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path) -> tiny.TrainResult:
-    with tqdm(total=100, desc="train-base", unit="%", bar_format="{l_bar}{bar}| {postfix}") as bar:
+    with tqdm(total=100, desc="train-base", unit="%", mininterval=1.0,
+              bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") as bar:
 
         def progress(update: int, frac: float, loss: float) -> None:
-            bar.n = int(frac * 100)
-            bar.set_postfix_str(f"update {update} loss {loss:.3f}", refresh=False)
-            bar.refresh()
+            bar.set_postfix_str(f"update {update}, loss {loss:.3f}", refresh=False)
+            bar.update(int(frac * 100) - bar.n)  # redraws at most once a second
 
         return tiny.train(model_cfg, arith.training_stream(task_cfg, model_cfg.seed), out_dir, progress)
 

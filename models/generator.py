@@ -8,6 +8,7 @@ Stages never import a backend directly; they ask `open_generator(cfg, model_dir)
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,6 +60,9 @@ def open_generator(cfg: GeneratorConfig, model_dir: Path) -> Iterator[Generator]
 
         gen: Generator = HFGenerator(cfg, Path(model_dir))
     else:
+        if importlib.util.find_spec("vllm") is None:
+            raise ImportError("generator.backend=vllm needs vLLM: pip install -e '.[cpu]' (CPU) or '.[gpu]' (GPU), "
+                              "or set generator.backend: hf")
         from models.vllm_backend import VLLMGenerator
 
         gen = VLLMGenerator(cfg, Path(model_dir))

@@ -35,8 +35,9 @@ def convert(out_dir: Path) -> Path:
     source = gguf_path()
     tokenizer = AutoTokenizer.from_pretrained(source.parent, gguf_file=source.name)
     model = AutoModelForCausalLM.from_pretrained(source.parent, gguf_file=source.name)
-    # The dequantized weights are plain floats; a leftover quantization_config would make
-    # loaders look for a GGUF quantizer.
+    # The dequantized weights are plain floats; the GGUF quantizer left on the model would
+    # refuse to save, and a leftover quantization_config would make loaders look for it.
+    model.hf_quantizer = None
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     tmp = out_dir.with_name(out_dir.name + ".partial")

@@ -23,6 +23,8 @@ from models.generator import Completion, SamplingSpec
 def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
     """Child process: build the engine once, then answer generate requests until told to stop."""
     try:
+        # vLLM drops to one torch thread "for serving" unless OMP_NUM_THREADS says otherwise.
+        os.environ.setdefault("OMP_NUM_THREADS", str(cfg["threads"]))
         import torch
 
         on_gpu = torch.cuda.is_available()

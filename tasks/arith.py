@@ -8,11 +8,11 @@ of the same layout (`07: init#0357=4821`), so what any step copies, the first on
 included, is always the same distance back. (With the start value stated only in a
 prose question, a calibration model learned the step-to-step copies and the digit
 sums, 97% of result digits right, but not the first step's copy: pass@1 0.0.)
-The map adds the key digit by digit, mod 10, without carries: calibration runs of a
-1.08M-parameter model for 4 minutes learned neither 4-digit multiplication nor
-carrying addition (result digits at chance, pass@1 0.0 on every level), while each
-digit of a carry-free sum depends on just two digits at fixed offsets.
-Difficulty grows with chain length and the number of key digits, and since the answer is any
+Two maps set the difficulty. `#` adds the key digit by digit, mod 10, without carries:
+each result digit depends on two digits at fixed offsets, and the tiny model learns it
+almost perfectly (a calibration run with only this map: pass@1 0.93, no problem below
+0.6). `+` is ordinary addition mod 10000, whose carries are much harder for it; long
+chains of `+` make the hard levels. Since the answer is any
 of 10,000 values, guessing is hopeless (the report prints the guessing baseline).
 """
 
@@ -31,9 +31,10 @@ STEP_DELIMITER = "\n\n"
 _ANSWER = re.compile(r"answer:\s*(-?\d+)")
 
 # Prompt and solution layout live here, next to the parser that reads them back.
-RULE = "x#k adds k to x digit by digit, mod 10"
-QUESTION_TEMPLATE = RULE + "\n\n{steps:02d}: init#{key:04d}={start:04d}"
-STEP_TEMPLATE = "{remaining:02d}: {value:04d}#{key:04d}={result:04d}"
+RULES = {"digitwise": "x#k adds k to x digit by digit, mod 10", "add": "x+k adds k to x, mod 10000"}
+SYMBOLS = {"digitwise": "#", "add": "+"}
+QUESTION_TEMPLATE = "{rule}\n\n{steps:02d}: init{sym}{key:04d}={start:04d}"
+STEP_TEMPLATE = "{remaining:02d}: {value:04d}{sym}{key:04d}={result:04d}"
 ANSWER_TEMPLATE = "answer: {answer:04d}"
 
 
@@ -46,11 +47,12 @@ def _draw(rng: random.Random, level: int, spec: LevelSpec) -> tuple[str, str, li
     start = rng.randrange(MODULUS)
     key = rng.randint(spec.min_key, spec.max_key)
     steps = rng.randint(spec.min_steps, spec.max_steps)
-    question = QUESTION_TEMPLATE.format(start=start, key=key, steps=steps)
+    sym = SYMBOLS[spec.op]
+    question = QUESTION_TEMPLATE.format(rule=RULES[spec.op], sym=sym, start=start, key=key, steps=steps)
     value, lines = start, []
     for remaining in range(steps - 1, -1, -1):
-        result = digitwise_add(value, key)
-        lines.append(STEP_TEMPLATE.format(remaining=remaining, value=value, key=key, result=result))
+        result = digitwise_add(value, key) if spec.op == "digitwise" else (value + key) % MODULUS
+        lines.append(STEP_TEMPLATE.format(remaining=remaining, value=value, sym=sym, key=key, result=result))
         value = result
     lines.append(ANSWER_TEMPLATE.format(answer=value))
     return question, str(value), lines

@@ -46,7 +46,7 @@ def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
     flows = {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank}
     try:
         result = flows[flow_name](config=config, workdir=str(workdir))
-    except (FileNotFoundError, ValueError) as err:
+    except (FileNotFoundError, ValueError, ImportError) as err:
         typer.secho(f"{flow_name} failed: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.secho(f"{flow_name} finished: {result}", fg=typer.colors.GREEN)
