@@ -96,7 +96,12 @@ def train(
     out_dir: Path,
     on_progress: Callable[[int, float, float], None] | None = None,
 ) -> TrainResult:
-    """Train for `train_seconds` of wall clock (or `max_updates`), cosine LR over elapsed time."""
+    """Train for `max_updates`, or less if `train_seconds` of wall clock run out first.
+
+    The cosine schedule follows whichever budget is further spent, so on a machine fast
+    enough to finish the updates in time the run is the same update for update (seeded
+    init and data), and on a slower one it still ends on time with a decayed LR.
+    """
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer()
     model = build_model(cfg, tokenizer)
@@ -107,9 +112,9 @@ def train(
     losses: list[tuple[int, float]] = []
     ema = float("nan")
     update = tokens = 0
-    while update < cfg.max_updates:
+    while True:
         elapsed = time.monotonic() - start
-        frac = elapsed / cfg.train_seconds
+        frac = max(elapsed / cfg.train_seconds, update / cfg.max_updates)
         if frac >= 1.0:
             break
         warm = min(1.0, (update + 1) / max(1, cfg.warmup_updates))

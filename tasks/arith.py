@@ -55,7 +55,7 @@ def _draw(rng: random.Random, level: int, spec: LevelSpec) -> tuple[str, str, li
         lines.append(STEP_TEMPLATE.format(remaining=remaining, value=value, sym=sym, key=key, result=result))
         value = result
     lines.append(ANSWER_TEMPLATE.format(answer=value))
-    return question, str(value), lines
+    return question, f"{value:04d}", lines  # as the answer line writes it
 
 
 def prompt(question: str) -> str:
