@@ -12,6 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
+import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
@@ -77,8 +78,6 @@ def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
             plot = plot_bank(report, wd.reports / f"{STAGE}-{bank}.png")
             markdown = report.markdown(f"Sample bank {bank} ({config.name}, model {config.generator.model})")
             (wd.reports / f"{STAGE}-{bank}.md").write_text(markdown)
-            import mlflow
-
             mlflow.log_artifact(str(plot), "report")
             mlflow.log_text(markdown, "report/bank.md")
             create_markdown_artifact(markdown + f"\n![curves]({Path(plot).as_uri()})\n", key="sample-bank-report",
