@@ -98,9 +98,11 @@ def train(
 ) -> TrainResult:
     """Train for `max_updates`, or less if `train_seconds` of wall clock run out first.
 
-    The cosine schedule follows whichever budget is further spent, so on a machine fast
-    enough to finish the updates in time the run is the same update for update (seeded
-    init and data), and on a slower one it still ends on time with a decayed LR.
+    The cosine schedule follows whichever budget is further spent. On a machine that
+    finishes the updates well within the time cap the update count drives it, so runs
+    repeat (seeded init and data); where the clock runs ahead, even briefly, the schedule
+    and so the model depend on machine speed. On a slow machine training still ends on
+    time with a decayed LR.
     """
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer()

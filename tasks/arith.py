@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from configs.schema import LevelSpec, TaskConfig
 from tasks.problems import Problem, problem_id
@@ -31,8 +31,6 @@ STEP_DELIMITER = "\n\n"
 _ANSWER = re.compile(r"answer:\s*(-?\d+)")
 
 # Prompt and solution layout live here, next to the parser that reads them back.
-RULES = {"digitwise": "x#k adds k to x digit by digit, mod 10", "add": "x+k adds k to x, mod 10000"}
-SYMBOLS = {"digitwise": "#", "add": "+"}
 QUESTION_TEMPLATE = "{rule}\n\n{steps:02d}: init{sym}{key:04d}={start:04d}"
 STEP_TEMPLATE = "{remaining:02d}: {value:04d}{sym}{key:04d}={result:04d}"
 ANSWER_TEMPLATE = "answer: {answer:04d}"
@@ -43,15 +41,22 @@ def digitwise_add(value: int, key: int) -> int:
     return sum(((value // 10**i + key // 10**i) % 10) * 10**i for i in range(4))
 
 
+# One row per operation: the rule stated in the prompt, its symbol, and the map itself.
+OPS: dict[str, tuple[str, str, Callable[[int, int], int]]] = {
+    "digitwise": ("x#k adds k to x digit by digit, mod 10", "#", digitwise_add),
+    "add": ("x+k adds k to x, mod 10000", "+", lambda value, key: (value + key) % MODULUS),
+}
+
+
 def _draw(rng: random.Random, level: int, spec: LevelSpec) -> tuple[str, str, list[str]]:
     start = rng.randrange(MODULUS)
     key = rng.randint(spec.min_key, spec.max_key)
     steps = rng.randint(spec.min_steps, spec.max_steps)
-    sym = SYMBOLS[spec.op]
-    question = QUESTION_TEMPLATE.format(rule=RULES[spec.op], sym=sym, start=start, key=key, steps=steps)
+    rule, sym, step = OPS[spec.op]
+    question = QUESTION_TEMPLATE.format(rule=rule, sym=sym, start=start, key=key, steps=steps)
     value, lines = start, []
     for remaining in range(steps - 1, -1, -1):
-        result = digitwise_add(value, key) if spec.op == "digitwise" else (value + key) % MODULUS
+        result = step(value, key)
         lines.append(STEP_TEMPLATE.format(remaining=remaining, value=value, sym=sym, key=key, result=result))
         value = result
     lines.append(ANSWER_TEMPLATE.format(answer=value))
