@@ -66,7 +66,7 @@ def ingest_rows_per_s(rows: int = 1_000_000) -> float:
         "problem_id": [f"p{i // 64}" for i in range(rows)], "method": ["sample"] * rows,
         "budget": np.full(rows, 64, np.int32), "sample_index": (np.arange(rows) % 64).astype(np.int32),
         "seed": np.zeros(rows, np.int64), "model": ["base"] * rows,
-        "text": ["5: 4821*7+13=3760\n\nanswer: 3760"] * rows, "final_answer": rng.integers(0, 9999, rows).astype(str),
+        "text": ["00: 4821+0357=5178\n\nans=5178"] * rows, "final_answer": rng.integers(0, 9999, rows).astype(str),
         "correct": rng.random(rows) < 0.5, "n_steps": np.full(rows, 2, np.int32),
         "prompt_tokens": np.full(rows, 40, np.int32), "generated_tokens": np.full(rows, 120, np.int32),
         "finish_reason": ["stop"] * rows, "flops": np.full(rows, 3.2e8),

@@ -107,6 +107,49 @@ class BankConfig(Frozen):
     problems_per_chunk: int = Field(default=25, ge=1, description="problems generated and committed together")
 
 
+class LabelConfig(Frozen):
+    """Monte-Carlo step labels (Math-Shepherd style) on the train split, for training the PRM."""
+
+    problems: int = Field(default=100, ge=1, description="train-split problems to label (the first N)")
+    samples: int = Field(default=4, ge=1, description="K solutions sampled per problem (paper: 16)")
+    rollouts: int = Field(default=4, ge=1, description="R rollouts from every step prefix (paper: 16)")
+    temperature: float = Field(default=1.0, ge=0)
+    max_tokens: int = Field(default=320, ge=1)
+    seed: int = 0
+    problems_per_chunk: int = Field(default=25, ge=1, description="problems labeled and committed together")
+
+
+class PRMConfig(Frozen):
+    """The process reward model: the base model with a scalar head at each step's last token."""
+
+    mode: Literal["head", "lora", "full"] = Field(
+        default="full", description="head: train only the scalar head (frozen base); lora: peft adapters; full")
+    epochs: int = Field(default=8, ge=1, description="most epochs; early stopping may end sooner")
+    patience: int = Field(default=2, ge=1, description="epochs without a better validation loss before stopping")
+    learning_rate: float = Field(default=3e-4, gt=0)
+    batch_size: int = Field(default=16, ge=1, description="solutions per update")
+    val_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of labeled problems held out")
+    lora_r: int = Field(default=8, ge=1)
+    lora_alpha: int = Field(default=16, ge=1)
+    seed: int = 0
+    threads: int = Field(default=2, ge=1)
+
+
+class ScoreConfig(Frozen):
+    """Which step scorer scores the bank, and how step scores become candidate scores."""
+
+    prm: str = Field(default="trained", description="'trained' (this workdir's PRM), 'models:/NAME/VERSION' "
+                     "(MLflow registry), or a local path to a token-classification PRM")
+    batch_size: int = Field(default=64, ge=1, description="solutions per scoring forward pass")
+    step_separator: str | None = Field(
+        default=None, description="external PRMs: text appended after each step and read there (e.g. '<extra_0>')")
+    aggregation: Literal["last", "min", "prod", "mean"] = Field(
+        default="last", description="step scores to one candidate score (the paper's best: last)")
+    resamples: int = Field(default=400, ge=10, description="subsets drawn per budget for the curves")
+    problems_per_chunk: int = Field(default=50, ge=1)
+    threads: int = Field(default=2, ge=1)
+
+
 class ReportConfig(Frozen):
     majority_resamples: int = Field(default=200, ge=1)
 
@@ -119,4 +162,7 @@ class PipelineConfig(Frozen):
     base_model: BaseModelConfig = BaseModelConfig()
     generator: GeneratorConfig = GeneratorConfig()
     bank: BankConfig = BankConfig()
+    labels: LabelConfig = LabelConfig()
+    prm: PRMConfig = PRMConfig()
+    scoring: ScoreConfig = ScoreConfig()
     report: ReportConfig = ReportConfig()

@@ -8,8 +8,6 @@ half-written model behind.
 
 from __future__ import annotations
 
-import json
-import shutil
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -20,11 +18,10 @@ from configs.schema import BaseModelConfig, PipelineConfig, TaskConfig
 from models import tiny
 from tasks import arith
 from tasks.sampling import stable_hash
-from tasks.tracking import log_config, log_metrics, register_model
-from ttscale.workdir import DEFAULT_WORKDIR, Workdir, mlflow_run
+from tasks.tracking import log_config, log_metrics, register_model, set_tags
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, mlflow_run, staged_dir, trained_record, write_record
 
 REGISTERED_NAME = "ttscale-base"
-MARKER = "ttscale_train.json"
 
 
 def training_key(task_cfg: TaskConfig, model_cfg: BaseModelConfig) -> str:
@@ -52,14 +49,11 @@ def train_base(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
         raise ValueError("train-base trains the embedded model on the embedded task (task.kind=arith)")
     out = wd.model_dir("base")
     key = training_key(config.task, config.base_model)
-    marker = out / MARKER
-    if marker.exists() and json.loads(marker.read_text()).get("key") == key:
+    if trained_record(out, key) is not None:
         logger.info("base model already trained with these settings: %s", out)
         return str(out)
 
-    tmp = out.with_name(out.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    with mlflow_run(wd, "train-base", tags={"stage": "train-base", "preset": config.name}) as run_id:
+    with staged_dir(out) as tmp, mlflow_run(wd, "train-base", tags={"stage": "train-base", "preset": config.name}) as run_id:
         log_config(run_id, {"task": config.task.model_dump(mode="json"), "base_model": config.base_model.model_dump()})
         result = train_model(config.task, config.base_model, tmp)
         log_metrics(
@@ -70,11 +64,14 @@ def train_base(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
                ("train_tokens_per_s", result.tokens / max(result.seconds, 1e-9), 0),
                ("final_loss", result.final_loss, 0)],
         )
+        set_tags(run_id, {"stopped_by": result.stopped_by})
+        if result.stopped_by != "updates":
+            logger.warning("training hit the %.0fs safety cap after %d of %d updates: this model differs from "
+                           "a full run (raise base_model.train_seconds)", config.base_model.train_seconds,
+                           result.updates, config.base_model.max_updates)
         version = register_model(run_id, tmp, "base_model", REGISTERED_NAME)
-        (tmp / MARKER).write_text(json.dumps({"key": key, "mlflow_run_id": run_id, "registered": REGISTERED_NAME,
-                                              "version": version, "n_params": result.n_params}))
-    shutil.rmtree(out, ignore_errors=True)
-    tmp.rename(out)
+        write_record(tmp, {"key": key, "mlflow_run_id": run_id, "registered": REGISTERED_NAME,
+                           "version": version, "n_params": result.n_params})
     logger.info(
         "trained %d params for %.0fs (%d updates, %.0f tokens/s), loss %.3f; registered %s v%d",
         result.n_params, result.seconds, result.updates, result.tokens / result.seconds, result.final_loss,

@@ -88,6 +88,7 @@ class TrainResult:
     final_loss: float
     losses: list[tuple[int, float]]
     n_params: int
+    stopped_by: str  # "updates" (the schedule ran out) or "time cap" (the safety stop)
 
 
 def train(
@@ -96,13 +97,13 @@ def train(
     out_dir: Path,
     on_progress: Callable[[int, float, float], None] | None = None,
 ) -> TrainResult:
-    """Train for `max_updates`, or less if `train_seconds` of wall clock run out first.
+    """Train for `max_updates`; `train_seconds` is only a safety stop.
 
-    The cosine schedule follows whichever budget is further spent. On a machine that
-    finishes the updates well within the time cap the update count drives it, so runs
-    repeat (seeded init and data); where the clock runs ahead, even briefly, the schedule
-    and so the model depend on machine speed. On a slow machine training still ends on
-    time with a decayed LR.
+    The cosine schedule follows the update count alone, so with its seed a run trains
+    the same model on any machine that finishes in time. (An earlier schedule that
+    followed whichever of time and updates was further spent made a fresh-clone run
+    that fell 35 updates short a different, broken model.) A machine too slow for the
+    cap stops early with the LR not fully decayed; `TrainResult.stopped_by` says so.
     """
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer()
@@ -114,10 +115,13 @@ def train(
     losses: list[tuple[int, float]] = []
     ema = float("nan")
     update = tokens = 0
+    stopped_by = "updates"
     while True:
-        elapsed = time.monotonic() - start
-        frac = max(elapsed / cfg.train_seconds, update / cfg.max_updates)
+        frac = update / cfg.max_updates
         if frac >= 1.0:
+            break
+        if time.monotonic() - start >= cfg.train_seconds:
+            stopped_by = "time cap"
             break
         warm = min(1.0, (update + 1) / max(1, cfg.warmup_updates))
         lr = cfg.learning_rate * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
@@ -142,4 +146,4 @@ def train(
     model.eval()
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
-    return TrainResult(update, tokens, seconds, ema, losses, n_params(model))
+    return TrainResult(update, tokens, seconds, ema, losses, n_params(model), stopped_by)

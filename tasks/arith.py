@@ -28,12 +28,15 @@ from tasks.problems import Problem, problem_id
 SOURCE = "arith"
 MODULUS = 10_000
 STEP_DELIMITER = "\n\n"
-_ANSWER = re.compile(r"answer:\s*(-?\d+)")
+_ANSWER = re.compile(r"ans=\s*(-?\d+)")
 
 # Prompt and solution layout live here, next to the parser that reads them back.
 QUESTION_TEMPLATE = "{rule}\n\n{steps:02d}: init{sym}{key:04d}={start:04d}"
 STEP_TEMPLATE = "{remaining:02d}: {value:04d}{sym}{key:04d}={result:04d}"
-ANSWER_TEMPLATE = "answer: {answer:04d}"
+# The answer sits in the same column as a step's value, so writing it is the same copy
+# (10 characters back) that every step makes; with `answer: ` (8 wide) it was a copy of
+# its own that one fresh-clone calibration run never learned (pass@1 0.002).
+ANSWER_TEMPLATE = "ans={answer:04d}"
 
 
 def digitwise_add(value: int, key: int) -> int:
@@ -121,7 +124,7 @@ def extract_answer(text: str) -> str | None:
 
 
 def grade(text: str, reference: str) -> tuple[str | None, bool]:
-    """Exact integer match on the last `answer:` line."""
+    """Exact integer match on the last `ans=` line."""
     answer = extract_answer(text)
     return answer, answer is not None and int(answer) == int(reference)
 

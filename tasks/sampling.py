@@ -39,12 +39,12 @@ def prompt_for(problem: Problem) -> str:
     )
 
 
-def pending(wh: Warehouse, bank: str, problems: Sequence[Problem], n: int) -> list[Problem]:
+def pending(wh: Warehouse, bank: str, problems: Sequence[Problem], n: int, method: str = "sample") -> list[Problem]:
     """Problems whose bank is not yet complete (chunks commit whole, so this is exact)."""
     done = wh.query(
-        "SELECT problem_id FROM candidates WHERE bank_id = ? AND method = 'sample' "
+        "SELECT problem_id FROM candidates WHERE bank_id = ? AND method = ? "
         "GROUP BY problem_id HAVING count(*) >= ?",
-        [bank, n],
+        [bank, method, n],
     ).column("problem_id").to_pylist()
     finished = set(done)
     return [p for p in problems if p.problem_id not in finished]
@@ -57,6 +57,7 @@ def sample_chunk(
     bank: str,
     run_id: str,
     model_name: str,
+    method: str = "sample",
 ) -> tuple[pa.Table, pa.Table]:
     """Generate spec.n candidates for each problem; return (candidates, steps) Arrow tables."""
     completions = generator.generate([prompt_for(p) for p in problems], spec)
@@ -70,7 +71,7 @@ def sample_chunk(
             parts = split_steps(c.text)
             row = dict(
                 candidate_id=cid, bank_id=bank, run_id=run_id, problem_id=problem.problem_id,
-                method="sample", budget=spec.n, sample_index=i, seed=spec.seed, model=model_name,
+                method=method, budget=spec.n, sample_index=i, seed=spec.seed, model=model_name,
                 text=c.text, final_answer=answer, correct=correct, n_steps=len(parts),
                 prompt_tokens=c.prompt_tokens, generated_tokens=c.generated_tokens,
                 finish_reason=c.finish_reason,

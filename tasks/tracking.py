@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from mlflow.entities import Metric, Param
+from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 
@@ -36,6 +36,10 @@ def log_config(run_id: str, config: Mapping[str, Any]) -> None:
         client.log_batch(run_id, params=params[i : i + 100])
 
 
+def set_tags(run_id: str, tags: Mapping[str, str]) -> None:
+    MlflowClient().log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+
 def log_metrics(run_id: str, values: Iterable[tuple[str, float, int]]) -> None:
     """(name, value, step) triples in batches of 1000 (MLflow's limit per call)."""
     now = int(time.time() * 1000)
@@ -56,3 +60,14 @@ def register_model(run_id: str, local_dir: Path, artifact_path: str, name: str) 
         client.create_registered_model(name, description="ttscale model trained by a flow; safetensors folder")
     version = client.create_model_version(name, source=source, run_id=run_id)
     return int(version.version)
+
+
+def registered_model_path(uri: str) -> Path:
+    """A local folder holding `models:/NAME/VERSION` (MLflow's registry), for scoring by registry name."""
+    try:
+        _, rest = uri.split("models:/", 1)
+        name, version = rest.strip("/").split("/")
+        source = MlflowClient().get_model_version(name, version).source
+    except (ValueError, mlflow.exceptions.MlflowException) as err:
+        raise ValueError(f"cannot resolve {uri!r} in the MLflow registry (expected models:/NAME/VERSION): {err}") from err
+    return Path(mlflow.artifacts.download_artifacts(artifact_uri=source))

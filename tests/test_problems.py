@@ -40,7 +40,7 @@ def test_reference_solutions_grade_correct_and_steps_split():
 def test_wrong_and_unparseable_arith_answers():
     p = arith.make_split(TaskConfig(n_test=1), "test")[0]
     wrong = str((int(p.answer) + 1) % arith.MODULUS)
-    assert grade(p, f"1: x\n\nanswer: {wrong}") == (wrong, False)
+    assert grade(p, f"1: x\n\nans={wrong}") == (wrong, False)
     assert grade(p, "1: 12*3+4=40\n\nanswr 40") == (None, False)
 
 

@@ -39,11 +39,15 @@ def _config(preset: str):  # -> PipelineConfig
 def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
     config = _config(preset)
     quiet_services()
+    from flows.label_steps import label_steps
     from flows.pipeline import pipeline
     from flows.sample_bank import sample_bank
+    from flows.score_bank import score_bank
     from flows.train_base import train_base
+    from flows.train_prm import train_prm
 
-    flows = {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank}
+    flows = {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
+             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank}
     try:
         result = flows[flow_name](config=config, workdir=str(workdir))
     except (FileNotFoundError, ValueError, ImportError) as err:
@@ -56,7 +60,8 @@ def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
 
 @app.command()
 def run(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
-    """Run the whole pipeline: train the embedded model, sample and grade the bank, write the report."""
+    """Run the whole pipeline: train the embedded model, sample and grade the bank, label steps,
+    train the PRM, score the bank and write the verifier curves."""
     _run_flow("pipeline", preset, workdir)
 
 
@@ -70,6 +75,24 @@ def train_base(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKD
 def sample_bank(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
     """Sample N candidates per problem, grade them, store them, and report pass@k."""
     _run_flow("sample-bank", preset, workdir)
+
+
+@app.command("label-steps")
+def label_steps(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """Label the steps of sampled train-split solutions with Monte-Carlo rollouts (PRM training data)."""
+    _run_flow("label-steps", preset, workdir)
+
+
+@app.command("train-prm")
+def train_prm(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """Train the process reward model on the step labels and register it in MLflow as ttscale-prm."""
+    _run_flow("train-prm", preset, workdir)
+
+
+@app.command("score-bank")
+def score_bank(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """Score every bank candidate's steps with the PRM; write accuracy-vs-N curves per selection rule."""
+    _run_flow("score-bank", preset, workdir)
 
 
 @app.command()

@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
+import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 DEFAULT_WORKDIR = ".ttscale"
+MARKER = "ttscale_train.json"  # written into a trained model's folder: what shaped it, where it is registered
 EXPERIMENT = "ttscale"
 
 
@@ -94,3 +97,30 @@ def fingerprint(model_dir: Path) -> str:
             for block in iter(lambda: handle.read(1 << 22), b""):
                 digest.update(block)
     return digest.hexdigest()[:16]
+
+
+def read_record(folder: Path) -> dict | None:
+    """What a training flow wrote next to a model it trained; None for models from elsewhere."""
+    marker = folder / MARKER
+    return json.loads(marker.read_text()) if marker.exists() else None
+
+
+def trained_record(out: Path, key: str) -> dict | None:
+    """The record of a model already trained into `out` with these settings, or None."""
+    record = read_record(out)
+    return record if record is not None and record.get("key") == key else None
+
+
+@contextlib.contextmanager
+def staged_dir(out: Path) -> Iterator[Path]:
+    """A `.partial` sibling to train into, renamed over `out` only when the block completes,
+    so a killed run never leaves a half-written model where a finished one is expected."""
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    yield tmp
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+
+
+def write_record(folder: Path, record: dict) -> None:
+    (folder / MARKER).write_text(json.dumps(record))

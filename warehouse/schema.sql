@@ -60,3 +60,52 @@ CREATE TABLE IF NOT EXISTS metrics (
     value  DOUBLE NOT NULL,
     PRIMARY KEY (run_id, name, level, k)
 );
+
+-- Monte-Carlo step labels (PRM training data). The labeled solutions themselves are
+-- rows of `candidates` (method 'label') with their `steps`. A step's label is the share
+-- of its rollouts that reached the right answer; the last step's one "rollout" is the
+-- candidate's own ending, which is exact.
+CREATE TABLE IF NOT EXISTS step_labels (
+    candidate_id     VARCHAR NOT NULL,
+    step_index       INTEGER NOT NULL,
+    run_id           VARCHAR NOT NULL,
+    kind             VARCHAR NOT NULL,     -- 'rollouts' (sampled) | 'outcome' (the last step: graded as is)
+    rollouts         INTEGER NOT NULL,
+    correct          INTEGER NOT NULL,     -- rollouts that reached the reference answer
+    label            DOUBLE NOT NULL,      -- correct / rollouts
+    prompt_tokens    BIGINT NOT NULL,      -- labeling compute spent on this step's rollouts
+    generated_tokens BIGINT NOT NULL,
+    flops            DOUBLE NOT NULL,
+    PRIMARY KEY (candidate_id, step_index)
+);
+
+-- One PRM score per step prefix of a candidate, per scorer (a scorer is one PRM's weights
+-- plus how steps are presented to it). One forward pass scores all prefixes of a
+-- candidate; prefix_tokens is how many tokens the score at this step has read.
+CREATE TABLE IF NOT EXISTS step_scores (
+    scorer_id     VARCHAR NOT NULL,
+    candidate_id  VARCHAR NOT NULL,
+    step_index    INTEGER NOT NULL,
+    run_id        VARCHAR NOT NULL,
+    score         DOUBLE NOT NULL,
+    prefix_tokens INTEGER NOT NULL,
+    PRIMARY KEY (scorer_id, candidate_id, step_index)
+);
+
+-- Accuracy of a selection rule at budget n, from resampling n-subsets of the bank:
+-- mean over resamples and problems, with a percentile interval that also resamples problems.
+CREATE TABLE IF NOT EXISTS selection_curves (
+    bank_id     VARCHAR NOT NULL,
+    scorer_id   VARCHAR NOT NULL,
+    run_id      VARCHAR NOT NULL,
+    rule        VARCHAR NOT NULL,   -- oracle | majority | best_of_n | weighted
+    aggregation VARCHAR NOT NULL,   -- last | min | prod | mean; '-' for rules without scores
+    level       INTEGER NOT NULL,   -- 0 = all levels
+    n           INTEGER NOT NULL,
+    accuracy    DOUBLE NOT NULL,
+    lo          DOUBLE NOT NULL,
+    hi          DOUBLE NOT NULL,
+    resamples   INTEGER NOT NULL,
+    problems    INTEGER NOT NULL,
+    PRIMARY KEY (bank_id, scorer_id, rule, aggregation, level, n)
+);

@@ -30,3 +30,51 @@ UNION ALL
 SELECT bank_id, 0 AS level, k, avg(pass), count(*)
 FROM scored GROUP BY bank_id, k
 ORDER BY bank_id, level, k;
+
+-- One row per scored candidate with its step scores aggregated four ways.
+CREATE OR REPLACE VIEW candidate_scores AS
+SELECT s.scorer_id, c.bank_id, c.problem_id, s.candidate_id, c.final_answer, c.correct,
+       arg_max(s.score, s.step_index) AS last, min(s.score) AS min,
+       product(s.score) AS prod, avg(s.score) AS mean,
+       max(s.prefix_tokens) AS scored_tokens
+FROM step_scores s JOIN candidates c USING (candidate_id)
+GROUP BY ALL;
+
+-- What each rule picks from a problem's whole bank (N = all candidates), in SQL:
+-- best-of-N weighted sums the last-step scores per final answer, majority counts them,
+-- best-of-N takes the single best candidate. Unparseable answers never win a vote.
+CREATE OR REPLACE VIEW bank_selection AS
+WITH per_answer AS (
+    SELECT scorer_id, bank_id, problem_id, final_answer,
+           bool_or(correct) AS correct, count(*) AS votes, sum(last) AS weight, max(last) AS best
+    FROM candidate_scores WHERE final_answer IS NOT NULL
+    GROUP BY ALL
+)
+SELECT a.scorer_id, a.bank_id, a.problem_id, p.level,
+       arg_max(a.correct, a.weight) AS weighted_correct,
+       arg_max(a.correct, a.votes) AS majority_correct,
+       arg_max(a.correct, a.best) AS best_of_n_correct,
+       bool_or(a.correct) AS oracle_correct
+FROM per_answer a JOIN problems p USING (problem_id)
+GROUP BY ALL;
+
+-- The verifier curves (accuracy vs N per rule, aggregation and level) with intervals.
+CREATE OR REPLACE VIEW verifier_curves AS
+SELECT bank_id, scorer_id, level, rule, aggregation, n, accuracy, lo, hi, resamples, problems
+FROM selection_curves
+ORDER BY bank_id, scorer_id, level, rule, aggregation, n;
+
+-- What labeling cost, per problem: the labeled solutions plus every rollout.
+CREATE OR REPLACE VIEW labeling_cost AS
+WITH samples AS (
+    SELECT problem_id, bank_id, count(*) AS samples,
+           sum(prompt_tokens + generated_tokens) AS tokens, sum(flops) AS flops
+    FROM candidates WHERE method = 'label' GROUP BY ALL
+), rollouts AS (
+    SELECT c.problem_id, c.bank_id, sum(l.rollouts) FILTER (WHERE l.kind = 'rollouts') AS rollouts,
+           sum(l.prompt_tokens + l.generated_tokens) AS tokens, sum(l.flops) AS flops
+    FROM step_labels l JOIN candidates c USING (candidate_id) GROUP BY ALL
+)
+SELECT s.bank_id AS label_bank_id, s.problem_id, s.samples, coalesce(r.rollouts, 0) AS rollouts,
+       s.tokens + coalesce(r.tokens, 0) AS tokens, s.flops + coalesce(r.flops, 0) AS flops
+FROM samples s LEFT JOIN rollouts r USING (problem_id, bank_id);

@@ -1,0 +1,106 @@
+"""Flow `label-steps`: Monte-Carlo step labels on the train split, for the PRM.
+
+The story: take the first `labels.problems` train problems; find those not yet
+labeled; for each chunk, sample K solutions and R rollouts from every step prefix
+(two generator calls per chunk) and commit the solutions, their steps and their
+labels in one transaction. Labeling compute (samples, tokens, FLOPs) is stored with
+the labels, since it is part of what the PRM costs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from tqdm.auto import tqdm
+
+from configs.schema import LabelConfig, PipelineConfig
+from models.generator import Generator, SamplingSpec, open_generator
+from tasks.labeling import METHOD, label_chunk
+from tasks.problems import Problem, load_problems
+from tasks.sampling import pending, problems_table, stable_hash
+from tasks.tracking import log_config, log_metrics
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run
+from warehouse.store import Warehouse
+
+STAGE = "label-steps"
+
+
+def label_spec(labels: LabelConfig) -> SamplingSpec:
+    return SamplingSpec(n=labels.samples, temperature=labels.temperature, max_tokens=labels.max_tokens,
+                        seed=labels.seed)
+
+
+def label_bank_id(model_fingerprint: str, labels: LabelConfig) -> str:
+    """Labels are identified by the model and how they were sampled, like a sample bank."""
+    return stable_hash(METHOD, model_fingerprint, asdict(label_spec(labels)), labels.rollouts)
+
+
+def label_problems(config: PipelineConfig) -> list[Problem]:
+    train = [p for p in load_problems(config.task) if p.split == "train"]
+    if not train:
+        raise ValueError("label-steps needs train-split problems: set task.n_train > 0")
+    return train[: config.labels.problems]
+
+
+@task(cache_policy=NO_CACHE)
+def label_and_grade(generator: Generator, problems: Sequence[Problem], spec: SamplingSpec, rollouts: int,
+                    bank: str, run_id: str, model_name: str):  # -> (candidates, steps, step_labels)
+    return label_chunk(generator, problems, spec, rollouts, bank, run_id, model_name)
+
+
+@flow(name=STAGE, log_prints=True)
+def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+    """Label steps of sampled train solutions by rollouts; returns the label bank id. Safe to re-run."""
+    logger = get_run_logger()
+    wd = Workdir.at(workdir)
+    model_dir = wd.model_dir(config.generator.model)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model not found: {model_dir} (run `ttscale train-base` first)")
+    problems = label_problems(config)
+    spec = label_spec(config.labels)
+    bank = label_bank_id(fingerprint(model_dir), config.labels)
+    run_id = stable_hash(STAGE, bank, config.generator.backend)
+    with Warehouse(wd.warehouse) as wh:
+        wh.insert("problems", problems_table(load_problems(config.task)))
+        todo = pending(wh, bank, problems, spec.n, method=METHOD)
+        logger.info("labels %s: %d of %d train problems to label", bank, len(todo), len(problems))
+        with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
+                        tags={"stage": STAGE, "preset": config.name, "label_bank_id": bank}) as ml_id:
+            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),
+                         mlflow_run_id=ml_id, prefect_flow_run_id=flow_run.get_id())
+            log_config(ml_id, {"labels": config.labels.model_dump(), "generator": config.generator.model_dump()})
+            try:
+                size = config.labels.problems_per_chunk
+                chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+                if chunks:
+                    with open_generator(config.generator, model_dir) as generator:
+                        for chunk in tqdm(chunks, desc=STAGE, unit="chunk"):
+                            cands, steps, labels = label_and_grade(generator, chunk, spec, config.labels.rollouts,
+                                                                   bank, run_id, config.generator.model)
+                            with wh.transaction():
+                                wh.insert("candidates", cands)
+                                wh.insert("steps", steps)
+                                wh.insert("step_labels", labels)
+            except BaseException:
+                wh.finish_run(run_id, "failed")
+                raise
+            cost = wh.query(
+                "SELECT count(*) AS problems, sum(samples) AS samples, sum(rollouts) AS rollouts, "
+                "sum(tokens) AS tokens, sum(flops) AS flops FROM labeling_cost WHERE label_bank_id = ?", [bank]
+            ).to_pylist()[0]
+            summary = wh.query(
+                "SELECT count(*) AS steps, avg(label) AS mean_label, avg((label = 0)::INT) AS zero_share, "
+                "avg((label = 1)::INT) AS one_share FROM step_labels l JOIN candidates c USING (candidate_id) "
+                "WHERE c.bank_id = ?", [bank]).to_pylist()[0]
+            per_problem = {f"labeling_{k}_per_problem": float(cost[k] or 0) / max(1, cost["problems"])
+                           for k in ("samples", "rollouts", "tokens", "flops")}
+            log_metrics(ml_id, [(k, float(v or 0), 0) for k, v in {**cost, **summary, **per_problem}.items()])
+            wh.finish_run(run_id)
+    logger.info("labels %s: %d steps (mean label %.3f); per problem %.0f rollouts, %.0f tokens, %.3g FLOPs",
+                bank, summary["steps"], summary["mean_label"] or 0, per_problem["labeling_rollouts_per_problem"],
+                per_problem["labeling_tokens_per_problem"], per_problem["labeling_flops_per_problem"])
+    return bank

@@ -1,0 +1,173 @@
+"""Flow `score-bank`: the PRM scores every step of every bank candidate; verifier curves follow.
+
+The story: resolve the step scorer (this workdir's trained PRM, a registry version, or
+an external PRM folder); score the candidates not yet scored by it, chunk by chunk, each
+chunk one transaction; then resample N-subsets of the bank to get accuracy vs N for
+best-of-N, best-of-N weighted and majority under every aggregation, with intervals,
+and publish them to the warehouse, MLflow and the Prefect UI.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+import mlflow
+import pyarrow as pa
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from tqdm.auto import tqdm
+
+from configs.schema import PipelineConfig
+from flows.sample_bank import sampling_spec
+from models.prm import PRM
+from tasks.problems import Problem, load_problems
+from tasks.sampling import bank_id, prompt_for, stable_hash
+from tasks.selection import AGGREGATIONS, ProblemCandidates, aggregate, curves
+from tasks.tracking import log_config, log_metrics, registered_model_path
+from tasks.verifier_report import (Quality, curve_metrics, curves_markdown, curves_table, plot_curves,
+                                   points_from_table)
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run, read_record
+from warehouse.store import Warehouse
+
+STAGE = "score-bank"
+SCORE_SCHEMA = pa.schema([("scorer_id", pa.string()), ("candidate_id", pa.string()), ("step_index", pa.int32()),
+                          ("run_id", pa.string()), ("score", pa.float64()), ("prefix_tokens", pa.int32())])
+
+
+def resolve_prm(spec: str, wd: Workdir) -> Path:
+    """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; else a local folder."""
+    if spec == "trained":
+        path = wd.models / "prm"
+        if not path.is_dir():
+            raise FileNotFoundError(f"no trained PRM at {path}: run `ttscale train-prm` first")
+        return path
+    if spec.startswith("models:/"):
+        mlflow.set_tracking_uri(wd.mlflow_uri)
+        return registered_model_path(spec)
+    path = Path(spec).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"scoring.prm: no PRM folder at {path}")
+    return path
+
+
+@task(cache_policy=NO_CACHE)
+def score_chunk(scorer: PRM, rows: list[dict], problems: dict[str, Problem], scorer_id: str, run_id: str) -> pa.Table:
+    scores, tokens = scorer.score_with_tokens([prompt_for(problems[r["problem_id"]]) for r in rows],
+                                              [r["steps"] for r in rows])
+    out: dict[str, list] = {name: [] for name in SCORE_SCHEMA.names}
+    for r, s, t in zip(rows, scores, tokens):
+        for i, (score, n_tokens) in enumerate(zip(s, t)):
+            for name, value in zip(SCORE_SCHEMA.names, (scorer_id, r["candidate_id"], i, run_id, score, n_tokens)):
+                out[name].append(value)
+    return pa.table(out, schema=SCORE_SCHEMA)
+
+
+def unscored(wh: Warehouse, bank: str, scorer_id: str) -> list[dict]:
+    """Candidates of the bank with steps and no scores from this scorer (chunks commit whole)."""
+    return wh.query(
+        """SELECT c.candidate_id, c.problem_id, list(s.text ORDER BY s.step_index) AS steps
+           FROM candidates c JOIN steps s USING (candidate_id)
+           WHERE c.bank_id = ? AND NOT EXISTS (
+               SELECT 1 FROM step_scores x WHERE x.scorer_id = ? AND x.candidate_id = c.candidate_id)
+           GROUP BY c.candidate_id, c.problem_id ORDER BY c.problem_id, c.candidate_id""",
+        [bank, scorer_id],
+    ).to_pylist()
+
+
+def bank_candidates(wh: Warehouse, bank: str, scorer_id: str) -> list[tuple[int, ProblemCandidates]]:
+    """Per problem: answers, correctness and every aggregation of the step scores (0 for no steps)."""
+    rows = wh.query(
+        """SELECT c.problem_id, p.level, c.candidate_id, c.final_answer, c.correct,
+                  list(s.score ORDER BY s.step_index) FILTER (WHERE s.score IS NOT NULL) AS scores
+           FROM candidates c JOIN problems p USING (problem_id)
+           LEFT JOIN step_scores s ON s.candidate_id = c.candidate_id AND s.scorer_id = ?
+           WHERE c.bank_id = ? GROUP BY ALL ORDER BY c.problem_id, c.candidate_id""",
+        [scorer_id, bank],
+    ).to_pylist()
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        grouped[r["problem_id"]].append(r)
+    out = []
+    for group in grouped.values():
+        scores = {a: [aggregate(r["scores"] or [], a) for r in group] for a in AGGREGATIONS}
+        out.append((group[0]["level"], ProblemCandidates.build([r["final_answer"] for r in group],
+                                                               [r["correct"] for r in group], scores)))
+    return out
+
+
+@flow(name=STAGE, log_prints=True)
+def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+    """Score the bank with the configured PRM and write verifier curves; returns the scorer id."""
+    logger = get_run_logger()
+    wd = Workdir.at(workdir)
+    model_dir = wd.model_dir(config.generator.model)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model not found: {model_dir} (run `ttscale train-base` first)")
+    bank = bank_id(fingerprint(model_dir), sampling_spec(config.bank))
+    prm_dir = resolve_prm(config.scoring.prm, wd)
+    scorer_id = stable_hash("scorer", fingerprint(prm_dir), config.scoring.step_separator)
+    run_id = stable_hash(STAGE, bank, scorer_id)
+    problems = {p.problem_id: p for p in load_problems(config.task)}
+    cfg = config.scoring
+    with Warehouse(wd.warehouse) as wh:
+        if not wh.query("SELECT 1 FROM candidates WHERE bank_id = ? LIMIT 1", [bank]).num_rows:
+            raise ValueError(f"bank {bank} is empty: run `ttscale sample-bank` first")
+        todo = unscored(wh, bank, scorer_id)
+        logger.info("scorer %s (%s): %d candidates of bank %s to score", scorer_id, prm_dir, len(todo), bank)
+        with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
+                        tags={"stage": STAGE, "preset": config.name, "bank_id": bank, "scorer_id": scorer_id}) as ml_id:
+            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),
+                         mlflow_run_id=ml_id, prefect_flow_run_id=flow_run.get_id())
+            log_config(ml_id, {"scoring": cfg.model_dump(), "prm_dir": str(prm_dir)})
+            try:
+                if todo:
+                    scorer = PRM(prm_dir, cfg.batch_size, cfg.step_separator, cfg.threads)
+                    by_problem: dict[str, list[dict]] = defaultdict(list)
+                    for r in todo:
+                        by_problem[r["problem_id"]].append(r)
+                    ids = list(by_problem)
+                    chunks = [ids[i : i + cfg.problems_per_chunk] for i in range(0, len(ids), cfg.problems_per_chunk)]
+                    for chunk in tqdm(chunks, desc=STAGE, unit="chunk"):
+                        table = score_chunk(scorer, [r for pid in chunk for r in by_problem[pid]], problems,
+                                            scorer_id, run_id)
+                        with wh.transaction():
+                            wh.insert("step_scores", table)
+                points = curves(bank_candidates(wh, bank, scorer_id), cfg.resamples, seed=config.bank.seed)
+                with wh.transaction():  # derived data: replaced whole, so a new resample count takes effect
+                    wh.con.execute("DELETE FROM selection_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id])
+                    wh.insert("selection_curves", curves_table(points, bank, scorer_id, run_id, cfg.resamples))
+            except BaseException:
+                wh.finish_run(run_id, "failed")
+                raise
+            points = points_from_table(wh.query(
+                "SELECT * FROM verifier_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]))
+            quality = _prm_quality(wh, prm_dir)
+            cost = wh.query("SELECT count(*) AS candidates, sum(scored_tokens) AS tokens FROM candidate_scores "
+                            "WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]).to_pylist()[0]
+            log_metrics(ml_id, curve_metrics(points) + [("scored_candidates", cost["candidates"], 0),
+                                                        ("scored_tokens", float(cost["tokens"] or 0), 0)])
+            plot = plot_curves(points, wd.reports / f"{STAGE}-{bank}-{scorer_id}.png", cfg.aggregation)
+            markdown = curves_markdown(points, f"Verifier curves: bank {bank}, scorer {scorer_id} ({config.name})",
+                                       quality)
+            (wd.reports / f"{STAGE}-{bank}-{scorer_id}.md").write_text(markdown)
+            mlflow.log_artifact(str(plot), "report")
+            mlflow.log_text(markdown, "report/verifier.md")
+            create_markdown_artifact(markdown + f"\n![curves]({plot.as_uri()})\n", key="verifier-curves",
+                                     description=f"accuracy vs N by selection rule, bank {bank}")
+            wh.finish_run(run_id)
+    logger.info("verifier curves for bank %s, scorer %s: report at %s", bank, scorer_id, wd.reports)
+    return scorer_id
+
+
+
+def _prm_quality(wh: Warehouse, prm_dir: Path) -> Quality | None:
+    """The held-out quality train-prm measured for this PRM (external PRMs have none)."""
+    record = read_record(prm_dir) or {}
+    rows = wh.query("SELECT name, value FROM metrics WHERE run_id = ?", [record.get("warehouse_run_id", "")])
+    values = dict(zip(rows.column("name").to_pylist(), rows.column("value").to_pylist()))
+    if "prm_step_auc" not in values:
+        return None
+    return Quality(values["prm_step_auc"], values["prm_ece"], values["prm_brier"], int(values["prm_val_steps"]), [])

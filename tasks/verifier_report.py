@@ -1,0 +1,167 @@
+"""How good is the verifier: PRM quality against held-out MC labels, and selection curves.
+
+Quality: step-level AUC (a step counts as good when most of its rollouts succeeded) and
+calibration (predicted value vs the MC label, in ten bins) on problems the PRM never
+trained on. Curves: accuracy vs N per rule, aggregation and level, read back from the
+warehouse's `selection_curves`, as a markdown table, MLflow metrics and plots.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pyarrow as pa  # noqa: E402
+from sklearn.metrics import roc_auc_score  # noqa: E402
+
+from tasks.selection import CurvePoint  # noqa: E402
+
+RULE_STYLE = {"oracle": ("pass@N (oracle)", "k", ":"), "majority": ("majority", "C1", "-"),
+              "weighted": ("best-of-N weighted", "C2", "-"), "best_of_n": ("best-of-N", "C3", "--")}
+
+
+@dataclass(frozen=True)
+class Quality:
+    auc: float
+    ece: float
+    brier: float
+    steps: int
+    bins: list[tuple[float, float, int]]  # (mean prediction, mean label, count) per bin
+
+    def metrics(self) -> list[tuple[str, float]]:
+        return [("prm_step_auc", self.auc), ("prm_ece", self.ece), ("prm_brier", self.brier),
+                ("prm_val_steps", float(self.steps))]
+
+    def metrics_table(self, run_id: str) -> pa.Table:
+        return pa.Table.from_pylist([{"run_id": run_id, "name": name, "level": 0, "k": 0, "value": float(v)}
+                                     for name, v in self.metrics()])
+
+
+def quality(predictions: Sequence[float], labels: Sequence[float], n_bins: int = 10) -> Quality:
+    pred, gold = np.asarray(predictions, float), np.asarray(labels, float)
+    positive = gold >= 0.5
+    auc = float(roc_auc_score(positive, pred)) if 0 < positive.sum() < len(positive) else float("nan")
+    edges = np.linspace(0, 1, n_bins + 1)
+    which = np.clip(np.digitize(pred, edges[1:-1]), 0, n_bins - 1)
+    bins, ece = [], 0.0
+    for b in range(n_bins):
+        sel = which == b
+        if sel.any():
+            bins.append((float(pred[sel].mean()), float(gold[sel].mean()), int(sel.sum())))
+            ece += sel.mean() * abs(pred[sel].mean() - gold[sel].mean())
+    return Quality(auc, float(ece), float(((pred - gold) ** 2).mean()), len(pred), bins)
+
+
+def plot_calibration(q: Quality, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(4.5, 4.5))
+    ax.plot([0, 1], [0, 1], "k:", lw=1, label="perfect")
+    ax.plot([b[0] for b in q.bins], [b[1] for b in q.bins], "o-", label=f"PRM (ECE {q.ece:.3f})")
+    ax.set(xlabel="predicted step value", ylabel="MC label (held-out problems)", xlim=(0, 1), ylim=(0, 1),
+           title=f"PRM calibration, step AUC {q.auc:.3f}")
+    ax.legend(loc="upper left")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def curves_table(points: Sequence[CurvePoint], bank: str, scorer: str, run_id: str, resamples: int) -> pa.Table:
+    return pa.Table.from_pylist([
+        {"bank_id": bank, "scorer_id": scorer, "run_id": run_id, "rule": p.rule, "aggregation": p.aggregation,
+         "level": p.level, "n": p.n, "accuracy": p.accuracy, "lo": p.lo, "hi": p.hi, "resamples": resamples,
+         "problems": p.problems} for p in points
+    ])
+
+
+def points_from_table(table: pa.Table) -> list[CurvePoint]:
+    return [CurvePoint(r["rule"], r["aggregation"], r["level"], r["n"], r["accuracy"], r["lo"], r["hi"],
+                       r["problems"]) for r in table.to_pylist()]
+
+
+def curve_metrics(points: Sequence[CurvePoint]) -> list[tuple[str, float, int]]:
+    """MLflow metrics with step = N, so MLflow's UI draws each as a curve over the budget."""
+    out = []
+    for p in points:
+        name = p.rule if p.aggregation == "-" else f"{p.rule}_{p.aggregation}"
+        suffix = "" if p.level == 0 else f"/level_{p.level}"
+        out += [(f"verifier/{name}{suffix}", p.accuracy, p.n)]
+    return out
+
+
+def _index(points: Sequence[CurvePoint]) -> dict[tuple[str, str, int, int], CurvePoint]:
+    return {(p.rule, p.aggregation, p.level, p.n): p for p in points}
+
+
+def verdict(points: Sequence[CurvePoint], aggregation: str = "last", min_n: int = 16) -> list[str]:
+    """The issue's question in words: does PRM-weighted selection beat majority at N >= min_n?"""
+    idx = _index(points)
+    lines = []
+    for n in sorted({p.n for p in points if p.n >= min_n}):
+        w, m = idx.get(("weighted", aggregation, 0, n)), idx.get(("majority", "-", 0, n))
+        if w is None or m is None:
+            continue
+        if w.lo > m.hi:
+            word = "above, intervals do not overlap"
+        elif w.accuracy > m.accuracy:
+            word = "above, but the intervals overlap"
+        else:
+            word = "not above"
+        lines.append(f"N={n}: best-of-N weighted ({aggregation}) {w.accuracy:.3f} [{w.lo:.3f}, {w.hi:.3f}] vs "
+                     f"majority {m.accuracy:.3f} [{m.lo:.3f}, {m.hi:.3f}]: {word}.")
+    return lines
+
+
+def curves_markdown(points: Sequence[CurvePoint], title: str, q: Quality | None = None) -> str:
+    idx = _index(points)
+    ns = sorted({p.n for p in points})
+    shown = [n for n in ns if n in (1, 4, 16, 64, 256) or n == ns[-1]]
+    aggs = sorted({p.aggregation for p in points if p.aggregation != "-"})
+    lines = [f"## {title}", ""]
+    if q is not None:
+        lines += [f"PRM on held-out problems: step AUC {q.auc:.3f}, ECE {q.ece:.3f}, Brier {q.brier:.3f} "
+                  f"({q.steps} steps).", ""]
+    lines += verdict(points) + [""]
+    combos = [("oracle", "-"), ("majority", "-")] + [(r, a) for r in ("weighted", "best_of_n") for a in aggs]
+    head = ["level", "rule"] + [f"N={n}" for n in shown]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for level in sorted({p.level for p in points}):
+        for rule, agg in combos:
+            cells = []
+            for n in shown:
+                p = idx.get((rule, agg, level, n))
+                cells.append("" if p is None else f"{p.accuracy:.3f} [{p.lo:.2f}, {p.hi:.2f}]")
+            name = rule if agg == "-" else f"{rule} ({agg})"
+            lines.append(f"| {'all' if level == 0 else level} | {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_curves(points: Sequence[CurvePoint], path: Path, aggregation: str = "last") -> Path:
+    """One panel per level (and all): each rule's accuracy vs N with its interval band."""
+    levels = sorted({p.level for p in points})
+    fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.4), sharey=True, squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        for rule, (label, color, line) in RULE_STYLE.items():
+            agg = "-" if rule in ("oracle", "majority") else aggregation
+            pts = sorted((p for p in points if p.rule == rule and p.aggregation == agg and p.level == level),
+                         key=lambda p: p.n)
+            if not pts:
+                continue
+            ns = [p.n for p in pts]
+            ax.plot(ns, [p.accuracy for p in pts], color=color, linestyle=line, marker=".", label=label)
+            ax.fill_between(ns, [p.lo for p in pts], [p.hi for p in pts], color=color, alpha=0.15)
+        ax.set_xscale("log", base=2)
+        ax.set(title="all levels" if level == 0 else f"level {level}", xlabel="N (samples)", ylim=(0, 1.02))
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

@@ -1,0 +1,149 @@
+"""The PRM: step positions, the soft-label loss, the three training modes, an external
+Qwen2.5-Math-PRM-shaped model through the same seam, and Monte-Carlo labeling counts."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from transformers import AutoModelForTokenClassification, Qwen2Config, Qwen2ForTokenClassification
+
+from configs.schema import GeneratorConfig, PRMConfig, TaskConfig
+from models import tiny
+from models.generator import SamplingSpec, open_generator
+from models.prm import PRM, LabeledSolution, collate, encode, split_by_problem, step_loss, train_prm
+from tasks import arith
+from tasks.grading import split_steps
+from tasks.labeling import label_chunk
+from tasks.sampling import prompt_for
+
+PROBLEMS = arith.make_split(TaskConfig(n_test=6), "test")
+
+
+def _solutions() -> list[LabeledSolution]:
+    """Reference solutions labeled 1, and copies with a corrupted step labeled 0 from there on."""
+    out = []
+    for p in PROBLEMS:
+        steps = split_steps(p.meta["reference_solution"])
+        out.append(LabeledSolution(p.problem_id, prompt_for(p), steps, [1.0] * len(steps)))
+        bad = steps[:1] + [steps[1][:-1] + str((int(steps[1][-1]) + 1) % 10)] + steps[2:]
+        out.append(LabeledSolution(p.problem_id, prompt_for(p), bad, [1.0] + [0.0] * (len(steps) - 1)))
+    return out
+
+
+def test_encode_reads_each_steps_last_token():
+    tok = tiny.build_tokenizer()
+    steps = ["01: 1234#0011=1245", "00: 1245#0011=1256", "ans=1256"]
+    enc = encode(tok, "rule\n\n02: init#0011=1234\n\n", steps)
+    assert len(enc.positions) == 3
+    for pos, step in zip(enc.positions, steps):
+        assert tok.decode([enc.input_ids[pos]]) == step[-1]
+    assert enc.positions[-1] == len(enc.input_ids) - 1
+    assert tok.decode(enc.input_ids[enc.positions[0] + 1 : enc.positions[0] + 3]) == "\n\n"
+
+
+def test_step_loss_is_bce_on_soft_labels_at_step_positions_only():
+    logits = torch.zeros(2, 5, 1)
+    logits[0, 2, 0], logits[1, 4, 0], logits[0, 0, 0] = 2.0, -1.0, 50.0  # (0, 0) is not a step: ignored
+    rows, cols, labels = torch.tensor([0, 1]), torch.tensor([2, 4]), torch.tensor([0.75, 0.25])
+
+    def bce(z: float, y: float) -> float:
+        p = 1 / (1 + math.exp(-z))
+        return -(y * math.log(p) + (1 - y) * math.log(1 - p))
+
+    assert float(step_loss(logits, rows, cols, labels)) == pytest.approx((bce(2.0, 0.75) + bce(-1.0, 0.25)) / 2)
+
+
+def test_collate_maps_steps_to_rows_and_clips_to_max_len():
+    a, b = encode(tiny.build_tokenizer(), "p\n\n", ["ab", "cd"]), encode(tiny.build_tokenizer(), "p\n\n", ["x"])
+    batch = collate([a, b], pad_id=0, labels=[[1.0, 0.5], [0.0]], max_len=6)
+    assert batch["input_ids"].shape == (2, 6)
+    assert batch["rows"].tolist() == [0, 0, 1] and batch["labels"].tolist() == [1.0, 0.5, 0.0]
+    assert max(batch["cols"].tolist()) <= 5
+
+
+def test_validation_holds_out_whole_problems():
+    train, val = split_by_problem(_solutions(), 0.34, seed=0)
+    assert val and train
+    assert not {s.problem_id for s in train} & {s.problem_id for s in val}
+
+
+@pytest.mark.parametrize("mode", ["head", "lora", "full"])
+def test_training_modes(mode: str, base_model_dir: Path, tmp_path: Path):
+    cfg = PRMConfig(mode=mode, epochs=2, patience=2, batch_size=4, learning_rate=1e-3)
+    result = train_prm(cfg, base_model_dir, _solutions(), tmp_path / mode)
+    assert result.epochs == 2 and len(result.val_loss) == 2 and all(math.isfinite(x) for x in result.train_loss)
+    assert result.val_predictions and len(result.val_predictions) == len(result.val_labels)
+    saved = load_file(str(tmp_path / mode / "model.safetensors"))
+    assert not any("lora" in k for k in saved)  # adapters merged on save
+    base = load_file(str(base_model_dir / "model.safetensors"))
+    key = "model.layers.0.self_attn.q_proj.weight"
+    changed = not torch.equal(saved[key], base[key])
+    assert changed == (mode != "head")  # head mode leaves the base untouched
+    assert result.trainable_params < result.n_params if mode != "full" else result.trainable_params == result.n_params
+    scorer = PRM(tmp_path / mode, batch_size=3)
+    scores = scorer.score([s.prompt for s in _solutions()], [s.steps for s in _solutions()])
+    assert [len(s) for s in scores] == [len(s.steps) for s in _solutions()]
+    assert all(0.0 <= x <= 1.0 for row in scores for x in row)
+
+
+def test_batching_does_not_change_scores(base_model_dir: Path, tmp_path: Path):
+    train_prm(PRMConfig(mode="head", epochs=1, batch_size=8), base_model_dir, _solutions(), tmp_path / "p")
+    sols = _solutions()
+    one = PRM(tmp_path / "p", batch_size=1).score([s.prompt for s in sols], [s.steps for s in sols])
+    many = PRM(tmp_path / "p", batch_size=64).score([s.prompt for s in sols], [s.steps for s in sols])
+    assert [pytest.approx(a, abs=1e-5) for a in one] == many
+
+
+def _external_prm(path: Path) -> Path:
+    """A tiny model of Qwen2.5-Math-PRM's shape: 2-class token classification read at `<extra_0>`."""
+    tok = tiny.build_tokenizer()
+    tok.add_special_tokens({"additional_special_tokens": ["<extra_0>"]})
+    config = Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=256, num_labels=2,
+                         pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    Qwen2ForTokenClassification(config).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+def test_external_token_classification_prm_through_the_same_seam(tmp_path: Path):
+    path = _external_prm(tmp_path / "qwen-prm")
+    scorer = PRM(path, batch_size=2, step_separator="<extra_0>")
+    sols = _solutions()[:3]
+    scores = scorer.score([s.prompt for s in sols], [s.steps for s in sols])
+    assert [len(s) for s in scores] == [len(s.steps) for s in sols]
+    # the same numbers by hand: softmax class 1 at each separator token
+    enc = scorer.encode(sols[0].prompt, sols[0].steps)
+    sep = scorer.tokenizer.convert_tokens_to_ids("<extra_0>")
+    assert [enc.input_ids[p] for p in enc.positions] == [sep] * len(sols[0].steps)
+    model = AutoModelForTokenClassification.from_pretrained(path).eval()
+    with torch.no_grad():
+        logits = model(input_ids=torch.tensor([enc.input_ids])).logits[0]
+    expected = torch.softmax(logits[enc.positions], dim=-1)[:, 1].tolist()
+    assert scores[0] == pytest.approx(expected, abs=1e-5)
+    with pytest.raises(ValueError, match="not a token"):
+        PRM(path, step_separator="<missing>")
+
+
+def test_labeling_counts_rollouts_and_grades_outcomes(base_model_dir: Path):
+    spec = SamplingSpec(n=2, temperature=1.0, max_tokens=96, seed=3)
+    with open_generator(GeneratorConfig(backend="hf", batch_size=32), base_model_dir) as gen:
+        cands, steps, labels = label_chunk(gen, PROBLEMS[:3], spec, rollouts=3, label_bank="lb", run_id="r",
+                                           model_name="base")
+    assert cands.num_rows == 6 and set(cands.column("method").to_pylist()) == {"label"}
+    rows = labels.to_pylist()
+    n_steps = dict(zip(cands.column("candidate_id").to_pylist(), cands.column("n_steps").to_pylist()))
+    correct = dict(zip(cands.column("candidate_id").to_pylist(), cands.column("correct").to_pylist()))
+    assert len(rows) == steps.num_rows == sum(n_steps.values())  # one label per step
+    for r in rows:
+        assert 0 <= r["correct"] <= r["rollouts"] and r["label"] == pytest.approx(r["correct"] / r["rollouts"])
+        if r["step_index"] == n_steps[r["candidate_id"]] - 1:  # the last step is graded as it is
+            assert r["kind"] == "outcome" and r["rollouts"] == 1 and r["correct"] == int(correct[r["candidate_id"]])
+            assert r["generated_tokens"] == 0
+        else:
+            assert r["kind"] == "rollouts" and r["rollouts"] == 3 and r["generated_tokens"] > 0 and r["flops"] > 0

@@ -1,0 +1,164 @@
+"""label-steps, train-prm and score-bank as flows: warehouse rows, registry, views, resume."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+from mlflow.tracking import MlflowClient
+
+import flows.label_steps as label_steps_module
+from flows.label_steps import label_steps
+from flows.pipeline import pipeline
+from flows.score_bank import resolve_prm, score_bank
+from flows.train_prm import REGISTERED_NAME
+from models.prm import PRM
+from tasks.selection import ProblemCandidates, select
+from ttscale.workdir import Workdir
+
+
+@pytest.fixture(scope="module")
+def scored_workdir(trained_workdir: Path, smoke_config) -> tuple[Path, dict[str, str]]:
+    return trained_workdir, pipeline(config=smoke_config, workdir=str(trained_workdir))
+
+
+def test_pipeline_labels_trains_scores_and_draws_curves(scored_workdir, smoke_config):
+    workdir, out = scored_workdir
+    assert {"label_bank_id", "prm", "scorer_id"} <= set(out)
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        labeled, steps = con.execute(
+            "SELECT count(DISTINCT c.candidate_id), count(*) FROM step_labels l JOIN candidates c USING (candidate_id) "
+            "WHERE c.bank_id = ?", [out["label_bank_id"]]).fetchall()[0]
+        assert labeled == smoke_config.labels.problems * smoke_config.labels.samples and steps >= labeled
+        cost = con.execute("SELECT count(*), min(samples), sum(tokens), sum(flops) FROM labeling_cost "
+                           "WHERE label_bank_id = ?", [out["label_bank_id"]]).fetchall()[0]
+        assert cost[0] == smoke_config.labels.problems and cost[1] == smoke_config.labels.samples
+        assert cost[2] > 0 and cost[3] > 0
+        # every step of every bank candidate has one score from this scorer
+        missing = con.execute(
+            "SELECT count(*) FROM steps s JOIN candidates c USING (candidate_id) WHERE c.bank_id = ? AND NOT EXISTS "
+            "(SELECT 1 FROM step_scores x WHERE x.scorer_id = ? AND x.candidate_id = s.candidate_id "
+            "AND x.step_index = s.step_index)", [out["bank_id"], out["scorer_id"]]).fetchall()[0][0]
+        assert missing == 0
+        rules = con.execute("SELECT DISTINCT rule, aggregation FROM verifier_curves WHERE scorer_id = ?",
+                            [out["scorer_id"]]).fetchall()
+        assert {("oracle", "-"), ("majority", "-")} <= set(rules)
+        assert {a for r, a in rules if r == "weighted"} == {"last", "min", "prod", "mean"}
+        ns = [n for (n,) in con.execute("SELECT DISTINCT n FROM verifier_curves WHERE level = 0 ORDER BY n").fetchall()]
+        assert ns == [1, 2, 4, 8]
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("ttscale")
+    (prm_run,) = client.search_runs([exp.experiment_id], "tags.stage = 'train-prm'")
+    assert {"prm_train_loss", "prm_val_loss", "prm_step_auc", "prm_ece"} <= set(prm_run.data.metrics)
+    (score_run,) = client.search_runs([exp.experiment_id], "tags.stage = 'score-bank'")
+    assert "verifier/weighted_last" in score_run.data.metrics
+    assert len(client.get_metric_history(score_run.info.run_id, "verifier/majority")) == 4  # one point per N
+    assert (workdir / "reports" / f"score-bank-{out['bank_id']}-{out['scorer_id']}.png").stat().st_size > 1000
+
+
+def test_registry_round_trip_scores_the_same(scored_workdir):
+    workdir, _ = scored_workdir
+    wd = Workdir.at(workdir)
+    client = MlflowClient(tracking_uri=wd.mlflow_uri)
+    (version,) = client.search_model_versions(f"name = '{REGISTERED_NAME}'")
+    from_registry = resolve_prm(f"models:/{REGISTERED_NAME}/{version.version}", wd)
+    local = resolve_prm("trained", wd)
+    assert from_registry != local
+    prompts, steps = ["rule\n\n02: init#0011=1234\n\n"], [["01: 1234#0011=1245", "00: 1245#0011=1256", "ans=1256"]]
+    assert PRM(from_registry).score(prompts, steps) == PRM(local).score(prompts, steps)
+    with pytest.raises(ValueError, match="registry"):
+        resolve_prm("models:/no-such-prm/7", wd)
+
+
+def test_bank_selection_view_agrees_with_python_at_full_n(scored_workdir):
+    workdir, out = scored_workdir
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        view = {r[0]: r[1:] for r in con.execute(
+            "SELECT problem_id, weighted_correct, majority_correct, oracle_correct FROM bank_selection "
+            "WHERE bank_id = ? AND scorer_id = ?", [out["bank_id"], out["scorer_id"]]).fetchall()}
+        rows = con.execute("SELECT problem_id, final_answer, correct, last FROM candidate_scores "
+                           "WHERE bank_id = ? AND scorer_id = ? ORDER BY problem_id", [out["bank_id"], out["scorer_id"]]
+                           ).fetchall()
+    groups: dict[str, list] = {}
+    for pid, answer, correct, last in rows:
+        groups.setdefault(pid, []).append((answer, correct, last))
+    compared = 0
+    for pid, cands in groups.items():
+        pc = ProblemCandidates.build([c[0] for c in cands], [c[1] for c in cands], {"last": [c[2] for c in cands]})
+        totals: dict[str, float] = {}
+        for answer, _, last in cands:
+            if answer is not None:
+                totals[answer] = totals.get(answer, 0.0) + last
+        top = sorted(totals.values(), reverse=True)
+        if pid not in view or (len(top) > 1 and abs(top[0] - top[1]) < 1e-9):
+            continue  # no parseable answer, or a tie the two sides may break differently
+        mask = np.ones((1, len(cands)), bool)
+        assert bool(view[pid][0]) == bool(select(pc, mask, "weighted", "last")[0])
+        assert bool(view[pid][2]) == bool(select(pc, mask, "oracle")[0])
+        compared += 1
+    assert compared > 0
+
+
+def test_rerun_writes_nothing_new(scored_workdir, smoke_config):
+    workdir, out = scored_workdir
+    tables = ("candidates", "steps", "step_labels", "step_scores", "selection_curves")
+
+    def counts() -> dict[str, int]:
+        with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+            return {t: con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in tables}
+
+    before = counts()
+    assert pipeline(config=smoke_config, workdir=str(workdir)) == out
+    assert counts() == before
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    assert len(client.search_model_versions(f"name = '{REGISTERED_NAME}'")) == 1  # not retrained
+
+
+def test_killed_labeling_resumes_without_duplicate_labels(trained_workdir: Path, smoke_config, tmp_path, monkeypatch):
+    workdir = tmp_path / "resume-labels"
+    shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
+    real = label_steps_module.label_chunk
+    calls = {"n": 0}
+
+    def dies_on_second_chunk(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt("worker killed")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(label_steps_module, "label_chunk", dies_on_second_chunk)
+    with pytest.raises(BaseException):
+        label_steps(config=smoke_config, workdir=str(workdir))
+    db = str(workdir / "ttscale.duckdb")
+    with duckdb.connect(db, read_only=True) as con:
+        first = con.execute("SELECT candidate_id, step_index, label FROM step_labels ORDER BY 1, 2").fetchall()
+        n_first = con.execute("SELECT count(DISTINCT problem_id) FROM candidates WHERE method = 'label'").fetchall()[0][0]
+        assert n_first == smoke_config.labels.problems_per_chunk  # one whole chunk, nothing of the second
+    resumed = {"n": 0}
+
+    def counted(*args, **kwargs):
+        resumed["n"] += 1
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(label_steps_module, "label_chunk", counted)
+    label_steps(config=smoke_config, workdir=str(workdir))
+    assert resumed["n"] == 1  # the resumed run labeled only the missing chunk
+    with duckdb.connect(db, read_only=True) as con:
+        n, distinct = con.execute(
+            "SELECT count(*), count(DISTINCT (candidate_id, step_index)) FROM step_labels").fetchall()[0]
+        assert n == distinct
+        kept = con.execute("SELECT candidate_id, step_index, label FROM step_labels WHERE candidate_id IN "
+                           f"({','.join('?' * len(first))}) ORDER BY 1, 2", [r[0] for r in first]).fetchall()
+        assert kept == first
+        problems = con.execute("SELECT count(DISTINCT problem_id) FROM candidates WHERE method = 'label'").fetchall()
+        assert problems[0][0] == smoke_config.labels.problems
+
+
+def test_score_bank_without_prm_says_what_to_do(trained_workdir: Path, smoke_config, tmp_path):
+    workdir = tmp_path / "no-prm"
+    shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
+    with pytest.raises(FileNotFoundError, match="train-prm"):
+        score_bank(config=smoke_config, workdir=str(workdir))
