@@ -57,9 +57,7 @@ def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
     """Label steps of sampled train solutions by rollouts; returns the label bank id. Safe to re-run."""
     logger = get_run_logger()
     wd = Workdir.at(workdir)
-    model_dir = wd.model_dir(config.generator.model)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model not found: {model_dir} (run `ttscale train-base` first)")
+    model_dir = wd.require_model(config.generator.model)
     problems = label_problems(config)
     spec = label_spec(config.labels)
     bank = label_bank_id(fingerprint(model_dir), config.labels)

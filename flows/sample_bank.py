@@ -12,9 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-import mlflow
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from tqdm.auto import tqdm
@@ -24,7 +22,7 @@ from models.generator import Generator, SamplingSpec, open_generator
 from tasks.problems import Problem, load_problems
 from tasks.report import build_bank_report, plot_bank
 from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
-from tasks.tracking import log_config, log_metrics
+from tasks.tracking import log_config, log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run
 from warehouse.store import Warehouse
 
@@ -47,10 +45,7 @@ def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
     """Sample, grade and store the bank; returns its bank_id. Safe to re-run: finished problems are skipped."""
     logger = get_run_logger()
     wd = Workdir.at(workdir)
-    model_dir = wd.model_dir(config.generator.model)
-    if not model_dir.is_dir():
-        hint = " (run `ttscale train-base` first)" if config.generator.model == "base" else ""
-        raise FileNotFoundError(f"model not found: {model_dir}{hint}")
+    model_dir = wd.require_model(config.generator.model)
     problems = load_problems(config.task)
     split = [p for p in problems if p.split == config.bank.split]
     spec = sampling_spec(config.bank)
@@ -77,11 +72,8 @@ def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
             log_metrics(ml_id, report.mlflow_metrics())
             plot = plot_bank(report, wd.reports / f"{STAGE}-{bank}.png")
             markdown = report.markdown(f"Sample bank {bank} ({config.name}, model {config.generator.model})")
-            (wd.reports / f"{STAGE}-{bank}.md").write_text(markdown)
-            mlflow.log_artifact(str(plot), "report")
-            mlflow.log_text(markdown, "report/bank.md")
-            create_markdown_artifact(markdown + f"\n![curves]({Path(plot).as_uri()})\n", key="sample-bank-report",
-                                     description=f"pass@k / majority@k / guessing for bank {bank}")
+            publish_report(wd.reports, f"{STAGE}-{bank}", markdown, plot, "sample-bank-report",
+                           f"pass@k / majority@k / guessing for bank {bank}")
             wh.finish_run(run_id)
     logger.info("bank %s complete: report at %s", bank, wd.reports)
     return bank

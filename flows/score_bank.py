@@ -15,7 +15,6 @@ from pathlib import Path
 import mlflow
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from tqdm.auto import tqdm
@@ -26,9 +25,9 @@ from models.prm import PRM
 from tasks.problems import Problem, load_problems
 from tasks.sampling import bank_id, prompt_for, stable_hash
 from tasks.selection import AGGREGATIONS, ProblemCandidates, aggregate, curves
-from tasks.tracking import log_config, log_metrics, registered_model_path
+from tasks.tracking import log_config, log_metrics, publish_report, registered_model_path
 from tasks.verifier_report import (Quality, curve_metrics, curves_markdown, curves_table, plot_curves,
-                                   points_from_table)
+                                   points_from_table, within_problem_auc)
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run, read_record
 from warehouse.store import Warehouse
 
@@ -103,9 +102,7 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
     """Score the bank with the configured PRM and write verifier curves; returns the scorer id."""
     logger = get_run_logger()
     wd = Workdir.at(workdir)
-    model_dir = wd.model_dir(config.generator.model)
-    if not model_dir.is_dir():
-        raise FileNotFoundError(f"model not found: {model_dir} (run `ttscale train-base` first)")
+    model_dir = wd.require_model(config.generator.model)
     bank = bank_id(fingerprint(model_dir), sampling_spec(config.bank))
     prm_dir = resolve_prm(config.scoring.prm, wd)
     scorer_id = stable_hash("scorer", fingerprint(prm_dir), config.scoring.step_separator)
@@ -135,7 +132,9 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
                                             scorer_id, run_id)
                         with wh.transaction():
                             wh.insert("step_scores", table)
-                points = curves(bank_candidates(wh, bank, scorer_id), cfg.resamples, seed=config.bank.seed)
+                candidates = bank_candidates(wh, bank, scorer_id)
+                bank_auc = within_problem_auc(candidates, cfg.aggregation)
+                points = curves(candidates, cfg.resamples, seed=config.bank.seed)
                 with wh.transaction():  # derived data: replaced whole, so a new resample count takes effect
                     wh.con.execute("DELETE FROM selection_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id])
                     wh.insert("selection_curves", curves_table(points, bank, scorer_id, run_id, cfg.resamples))
@@ -147,16 +146,14 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
             quality = _prm_quality(wh, prm_dir)
             cost = wh.query("SELECT count(*) AS candidates, sum(scored_tokens) AS tokens FROM candidate_scores "
                             "WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]).to_pylist()[0]
-            log_metrics(ml_id, curve_metrics(points) + [("scored_candidates", cost["candidates"], 0),
+            log_metrics(ml_id, curve_metrics(points) + [("within_problem_auc", bank_auc, 0),
+                                                        ("scored_candidates", cost["candidates"], 0),
                                                         ("scored_tokens", float(cost["tokens"] or 0), 0)])
             plot = plot_curves(points, wd.reports / f"{STAGE}-{bank}-{scorer_id}.png", cfg.aggregation)
             markdown = curves_markdown(points, f"Verifier curves: bank {bank}, scorer {scorer_id} ({config.name})",
-                                       quality)
-            (wd.reports / f"{STAGE}-{bank}-{scorer_id}.md").write_text(markdown)
-            mlflow.log_artifact(str(plot), "report")
-            mlflow.log_text(markdown, "report/verifier.md")
-            create_markdown_artifact(markdown + f"\n![curves]({plot.as_uri()})\n", key="verifier-curves",
-                                     description=f"accuracy vs N by selection rule, bank {bank}")
+                                       quality, bank_auc)
+            publish_report(wd.reports, f"{STAGE}-{bank}-{scorer_id}", markdown, plot, "verifier-curves",
+                           f"accuracy vs N by selection rule, bank {bank}")
             wh.finish_run(run_id)
     logger.info("verifier curves for bank %s, scorer %s: report at %s", bank, scorer_id, wd.reports)
     return scorer_id

@@ -59,9 +59,7 @@ def train_prm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
     """Train (or find already trained) the PRM for this workdir's labels; returns its folder."""
     logger = get_run_logger()
     wd = Workdir.at(workdir)
-    base_dir = wd.model_dir(config.generator.model)
-    if not base_dir.is_dir():
-        raise FileNotFoundError(f"model not found: {base_dir} (run `ttscale train-base` first)")
+    base_dir = wd.require_model(config.generator.model)
     label_bank = label_bank_id(fingerprint(base_dir), config.labels)
     out = wd.models / "prm"
     key = stable_hash(STAGE, label_bank, config.prm.model_dump(), fingerprint(base_dir))

@@ -41,6 +41,11 @@ class StepScorer(Protocol):
         """One score in [0, 1] per step prefix: the estimated chance that this prefix ends right."""
         ...
 
+    def score_with_tokens(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]
+                          ) -> tuple[list[list[float]], list[list[int]]]:
+        """The same scores, and for each how many tokens it read (for compute accounting)."""
+        ...
+
 
 @dataclass(frozen=True)
 class Encoded:
@@ -271,7 +276,8 @@ def train_prm(
     n_batches = math.ceil(len(train_set) / cfg.batch_size)
     for epoch in range(1, cfg.epochs + 1):
         running, seen = 0.0, 0
-        for b in tqdm(batches(train_set, True, rng), total=n_batches, desc=f"prm epoch {epoch}", leave=False):
+        for b in tqdm(batches(train_set, True, rng), total=n_batches, desc=f"prm epoch {epoch}", leave=False,
+                      disable=None, mininterval=1.0):
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             loss = step_loss(logits, b["rows"], b["cols"], b["labels"])
             opt.zero_grad(set_to_none=True)

@@ -16,6 +16,8 @@ from typing import Literal
 
 import numpy as np
 
+from tasks.metrics import powers_of_two
+
 Aggregation = Literal["last", "min", "prod", "mean"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("last", "min", "prod", "mean")
 RULES = ("oracle", "majority", "best_of_n", "weighted")
@@ -89,15 +91,6 @@ def subset_masks(n: int, size: int, resamples: int, rng: np.random.Generator) ->
     return ranks < size
 
 
-def budgets(n_max: int) -> list[int]:
-    """1, 2, 4, ... up to the bank size."""
-    out, b = [], 1
-    while b <= n_max:
-        out.append(b)
-        b *= 2
-    return out
-
-
 @dataclass(frozen=True)
 class CurvePoint:
     rule: str
@@ -124,7 +117,7 @@ def curves(problems: Sequence[tuple[int, ProblemCandidates]], resamples: int, se
     combos = [("oracle", "-"), ("majority", "-")] + [(r, a) for r in ("best_of_n", "weighted") for a in aggregations]
     levels = sorted({lvl for lvl, _ in problems})
     out: list[CurvePoint] = []
-    for n in budgets(n_max):
+    for n in powers_of_two(n_max):
         draws = resamples if n < n_max else 1
         # correct[c][r, p]: rule combo c on resample r of problem p
         correct = {c: np.zeros((draws, len(problems)), dtype=bool) for c in combos}

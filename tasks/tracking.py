@@ -71,3 +71,15 @@ def registered_model_path(uri: str) -> Path:
     except (ValueError, mlflow.exceptions.MlflowException) as err:
         raise ValueError(f"cannot resolve {uri!r} in the MLflow registry (expected models:/NAME/VERSION): {err}") from err
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
+
+
+def publish_report(reports_dir: Path, stem: str, markdown: str, plot: Path, artifact_key: str, description: str) -> None:
+    """One report to every place a user looks: the workdir's reports folder, the active MLflow
+    run's artifacts, and a Prefect markdown artifact on the flow run."""
+    from prefect.artifacts import create_markdown_artifact
+
+    (reports_dir / f"{stem}.md").write_text(markdown)
+    mlflow.log_artifact(str(plot), "report")
+    mlflow.log_text(markdown, f"report/{stem}.md")
+    create_markdown_artifact(markdown + f"\n![plot]({Path(plot).as_uri()})\n", key=artifact_key,
+                             description=description)

@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from tasks.selection import CurvePoint  # noqa: E402
+from tasks.selection import CurvePoint, ProblemCandidates  # noqa: E402
 
 RULE_STYLE = {"oracle": ("pass@N (oracle)", "k", ":"), "majority": ("majority", "C1", "-"),
               "weighted": ("best-of-N weighted", "C2", "-"), "best_of_n": ("best-of-N", "C3", "--")}
@@ -56,6 +56,15 @@ def quality(predictions: Sequence[float], labels: Sequence[float], n_bins: int =
             bins.append((float(pred[sel].mean()), float(gold[sel].mean()), int(sel.sum())))
             ece += sel.mean() * abs(pred[sel].mean() - gold[sel].mean())
     return Quality(auc, float(ece), float(((pred - gold) ** 2).mean()), len(pred), bins)
+
+
+def within_problem_auc(problems: Sequence[tuple[int, ProblemCandidates]], aggregation: str = "last") -> float:
+    """Mean over problems with both right and wrong candidates of the AUC of candidate scores vs
+    correctness: what selection needs. A PRM that only knows how hard a problem is scores 0.5
+    here however high its step AUC across problems."""
+    aucs = [roc_auc_score(pc.correct, pc.scores[aggregation]) for _, pc in problems
+            if 0 < pc.correct.sum() < len(pc.correct)]
+    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def plot_calibration(q: Quality, path: Path) -> Path:
@@ -118,7 +127,8 @@ def verdict(points: Sequence[CurvePoint], aggregation: str = "last", min_n: int 
     return lines
 
 
-def curves_markdown(points: Sequence[CurvePoint], title: str, q: Quality | None = None) -> str:
+def curves_markdown(points: Sequence[CurvePoint], title: str, q: Quality | None = None,
+                    bank_auc: float | None = None) -> str:
     idx = _index(points)
     ns = sorted({p.n for p in points})
     shown = [n for n in ns if n in (1, 4, 16, 64, 256) or n == ns[-1]]
@@ -127,6 +137,9 @@ def curves_markdown(points: Sequence[CurvePoint], title: str, q: Quality | None 
     if q is not None:
         lines += [f"PRM on held-out problems: step AUC {q.auc:.3f}, ECE {q.ece:.3f}, Brier {q.brier:.3f} "
                   f"({q.steps} steps).", ""]
+    if bank_auc is not None:
+        lines += [f"Within-problem AUC of the last-step score vs correctness on the bank: {bank_auc:.3f} "
+                  "(0.5 = no better than chance at telling a problem's right candidates from its wrong ones).", ""]
     lines += verdict(points) + [""]
     combos = [("oracle", "-"), ("majority", "-")] + [(r, a) for r in ("weighted", "best_of_n") for a in aggs]
     head = ["level", "rule"] + [f"N={n}" for n in shown]

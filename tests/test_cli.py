@@ -10,7 +10,8 @@ runner = CliRunner()
 def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
-    for command in ("run", "train-base", "sample-bank", "query", "presets", "show-config"):
+    for command in ("run", "train-base", "sample-bank", "label-steps", "train-prm", "score-bank", "query", "presets",
+                    "show-config"):
         assert command in result.output
 
 

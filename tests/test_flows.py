@@ -9,6 +9,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+from faults import DiesOnCall
 from mlflow.tracking import MlflowClient
 
 import flows.sample_bank as sample_bank_module
@@ -65,15 +66,7 @@ def test_killed_run_resumes_without_redoing_or_duplicating(trained_workdir: Path
     shutil.copytree(trained_workdir / "models", workdir / "models")
     config = smoke_config.model_copy(update={"bank": smoke_config.bank.model_copy(update={"seed": 11})})
     real = sample_bank_module.sample_chunk
-    calls = {"n": 0}
-
-    def dies_on_second_chunk(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("worker killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(sample_bank_module, "sample_chunk", dies_on_second_chunk)
+    monkeypatch.setattr(sample_bank_module, "sample_chunk", DiesOnCall(real, dies_on=2))
     with pytest.raises(BaseException):
         sample_bank(config=config, workdir=str(workdir))
     per_chunk = config.bank.problems_per_chunk * config.bank.n

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.selection import ProblemCandidates, aggregate, budgets, curves, select, subset_masks
+from tasks.selection import ProblemCandidates, aggregate, curves, select, subset_masks
 
 ALL = np.ones((1, 5), dtype=bool)
 
@@ -59,11 +59,10 @@ def test_unknown_rule_is_an_error():
         select(_pc(), ALL, "vote")
 
 
-def test_subset_masks_and_budgets():
+def test_subset_masks():
     masks = subset_masks(8, 3, 50, np.random.default_rng(0))
     assert masks.shape == (50, 8) and (masks.sum(axis=1) == 3).all()
     assert subset_masks(4, 4, 3, np.random.default_rng(0)).all()
-    assert budgets(64) == [1, 2, 4, 8, 16, 32, 64] and budgets(6) == [1, 2, 4]
 
 
 def test_curves_match_direct_selection_at_full_n_and_intervals_hold_the_estimate():

@@ -8,6 +8,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pytest
+from faults import DiesOnCall
 from mlflow.tracking import MlflowClient
 
 import flows.label_steps as label_steps_module
@@ -121,15 +122,7 @@ def test_killed_labeling_resumes_without_duplicate_labels(trained_workdir: Path,
     workdir = tmp_path / "resume-labels"
     shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
     real = label_steps_module.label_chunk
-    calls = {"n": 0}
-
-    def dies_on_second_chunk(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt("worker killed")
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(label_steps_module, "label_chunk", dies_on_second_chunk)
+    monkeypatch.setattr(label_steps_module, "label_chunk", DiesOnCall(real, dies_on=2))
     with pytest.raises(BaseException):
         label_steps(config=smoke_config, workdir=str(workdir))
     db = str(workdir / "ttscale.duckdb")
@@ -137,15 +130,10 @@ def test_killed_labeling_resumes_without_duplicate_labels(trained_workdir: Path,
         first = con.execute("SELECT candidate_id, step_index, label FROM step_labels ORDER BY 1, 2").fetchall()
         n_first = con.execute("SELECT count(DISTINCT problem_id) FROM candidates WHERE method = 'label'").fetchall()[0][0]
         assert n_first == smoke_config.labels.problems_per_chunk  # one whole chunk, nothing of the second
-    resumed = {"n": 0}
-
-    def counted(*args, **kwargs):
-        resumed["n"] += 1
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(label_steps_module, "label_chunk", counted)
+    resumed = DiesOnCall(real)
+    monkeypatch.setattr(label_steps_module, "label_chunk", resumed)
     label_steps(config=smoke_config, workdir=str(workdir))
-    assert resumed["n"] == 1  # the resumed run labeled only the missing chunk
+    assert resumed.calls == 1  # the resumed run labeled only the missing chunk
     with duckdb.connect(db, read_only=True) as con:
         n, distinct = con.execute(
             "SELECT count(*), count(DISTINCT (candidate_id, step_index)) FROM step_labels").fetchall()[0]

@@ -58,41 +58,29 @@ def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
                f"mlflow: sqlite:///{Path(workdir).resolve() / 'mlflow.db'}")
 
 
-@app.command()
-def run(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
-    """Run the whole pipeline: train the embedded model, sample and grade the bank, label steps,
-    train the PRM, score the bank and write the verifier curves."""
-    _run_flow("pipeline", preset, workdir)
+# One command per flow: (command, help). `run` is the whole pipeline.
+STAGES = {
+    "run": ("pipeline", "Run the whole pipeline: train the embedded model, sample and grade the bank, label "
+                        "steps, train the PRM, score the bank and write the verifier curves."),
+    "train-base": ("train-base", "Train the embedded ~1M-parameter model from scratch and register it in MLflow."),
+    "sample-bank": ("sample-bank", "Sample N candidates per problem, grade them, store them, and report pass@k."),
+    "label-steps": ("label-steps", "Label the steps of sampled train-split solutions with Monte-Carlo rollouts "
+                                   "(the PRM's training data)."),
+    "train-prm": ("train-prm", "Train the process reward model on the step labels; register it as ttscale-prm."),
+    "score-bank": ("score-bank", "Score every bank candidate's steps with the PRM; write accuracy-vs-N curves "
+                                 "per selection rule."),
+}
 
 
-@app.command("train-base")
-def train_base(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
-    """Train the embedded ~1M-parameter model from scratch and register it in MLflow."""
-    _run_flow("train-base", preset, workdir)
+def _stage_command(flow_name: str):
+    def command(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+        _run_flow(flow_name, preset, workdir)
+
+    return command
 
 
-@app.command("sample-bank")
-def sample_bank(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
-    """Sample N candidates per problem, grade them, store them, and report pass@k."""
-    _run_flow("sample-bank", preset, workdir)
-
-
-@app.command("label-steps")
-def label_steps(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
-    """Label the steps of sampled train-split solutions with Monte-Carlo rollouts (PRM training data)."""
-    _run_flow("label-steps", preset, workdir)
-
-
-@app.command("train-prm")
-def train_prm(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
-    """Train the process reward model on the step labels and register it in MLflow as ttscale-prm."""
-    _run_flow("train-prm", preset, workdir)
-
-
-@app.command("score-bank")
-def score_bank(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
-    """Score every bank candidate's steps with the PRM; write accuracy-vs-N curves per selection rule."""
-    _run_flow("score-bank", preset, workdir)
+for _name, (_flow, _help) in STAGES.items():
+    app.command(_name, help=_help)(_stage_command(_flow))
 
 
 @app.command()

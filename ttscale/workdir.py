@@ -71,6 +71,14 @@ class Workdir:
             return self.models / name
         return Path(name).expanduser().resolve()
 
+    def require_model(self, name: str) -> Path:
+        """The model's folder, or an error that says which command makes it."""
+        path = self.model_dir(name)
+        if not path.is_dir():
+            hint = {"base": " (run `ttscale train-base` first)", "smollm2": " (run `ttscale convert-smollm2` first)"}
+            raise FileNotFoundError(f"model not found: {path}{hint.get(name, '')}")
+        return path
+
 
 @contextlib.contextmanager
 def mlflow_run(workdir: Workdir, run_name: str, resume_id: str | None = None, tags: dict[str, str] | None = None) -> Iterator[str]:

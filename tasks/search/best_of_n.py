@@ -1,0 +1,34 @@
+"""Best-of-N: N independent full solutions, each one node; the PRM scores its last step.
+The baseline every search is measured against, run through the same accounting."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from models.generator import Generator, SamplingSpec
+from models.prm import StepScorer
+from tasks.grading import split_steps
+from tasks.problems import Problem
+from tasks.sampling import prompt_for, stable_hash
+from tasks.search.tree import Node, ProblemSearch, SearchParams, score_last_step
+
+
+def search(problems: Sequence[Problem], generator: Generator, scorer: StepScorer,
+           params: SearchParams) -> dict[str, ProblemSearch]:
+    spec = SamplingSpec(n=params.budget, temperature=params.temperature, max_tokens=params.max_tokens,
+                        seed=params.seed)
+    outs = generator.generate([prompt_for(p) for p in problems], spec)
+    searches: dict[str, ProblemSearch] = {}
+    nodes: list[Node] = []
+    for problem, completions in zip(problems, outs):
+        search = searches[problem.problem_id] = ProblemSearch(problem)
+        for i, c in enumerate(completions):
+            node = Node(stable_hash(params.key(), problem.problem_id, None, i, 0), problem.problem_id, None, 0, i,
+                        tuple(split_steps(c.text)), True, c.prompt_tokens, c.generated_tokens, kept=True)
+            search.nodes.append(node)
+            search.finals.append(node)
+            nodes.append(node)
+    score_last_step(nodes, {p.problem_id: p for p in problems}, generator, scorer, params)
+    for search in searches.values():
+        search.done = True
+    return searches

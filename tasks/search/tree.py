@@ -1,0 +1,147 @@
+"""The tree that every PRM-guided search grows, and the loop that grows it round by round.
+
+Each round sends the live beams of ALL problems to the generator in one call (one step
+each, the step delimiter as stop string) and all new prefixes to the scorer in one
+call; the anchor implementation searched one problem at a time and took ~20x the wall
+time of best-of-N. Strategies differ only in which children they keep (`KeepRule`) and
+how a child is scored (`ScoreRule`); both are small functions in their own modules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from models.generator import Generator, SamplingSpec
+from models.prm import StepScorer
+from tasks import arith
+from tasks.problems import Problem
+from tasks.sampling import prompt_for, stable_hash
+
+DELIMITER = arith.STEP_DELIMITER
+
+
+@dataclass(frozen=True)
+class SearchParams:
+    strategy: str
+    budget: int  # N: generations per round, the paper's budget
+    width: int = 4  # M: children per kept beam (beam, lookahead, DVTS)
+    depth: int = 0  # k: lookahead steps
+    seed: int = 0
+    temperature: float = 1.0
+    max_rounds: int = 40
+    step_tokens: int = 48  # most tokens in one step
+    max_tokens: int = 320  # most tokens in a whole solution (best-of-N)
+
+    def key(self) -> str:
+        return stable_hash("search", self.strategy, self.budget, self.width, self.depth, self.seed,
+                           self.temperature, self.max_rounds, self.step_tokens, self.max_tokens)
+
+
+@dataclass
+class Node:
+    node_id: str
+    problem_id: str
+    parent_id: str | None
+    depth: int  # 0 = first step
+    subtree: int  # which of the first round's groups it descends from (DVTS)
+    steps: tuple[str, ...]  # the whole path, this node's step last
+    finished: bool  # the path is a complete solution (no delimiter after the step, or out of tokens)
+    prompt_tokens: int
+    generated_tokens: int
+    score: float = 0.0
+    scored_tokens: int = 0
+    lookahead_steps: int = 0  # greedy rollout steps generated to score this node (lookahead)
+    lookahead_prompt_tokens: int = 0
+    lookahead_generated_tokens: int = 0
+    kept: bool = False  # chosen to expand or to be a final candidate
+
+    @property
+    def text(self) -> str:
+        return self.steps[-1] if self.steps else ""
+
+
+@dataclass
+class ProblemSearch:
+    problem: Problem
+    nodes: list[Node] = field(default_factory=list)
+    finals: list[Node] = field(default_factory=list)
+    done: bool = False
+
+    @property
+    def samples(self) -> int:
+        """Generations spent, in the paper's unit: one per expanded node plus one per lookahead step."""
+        return len(self.nodes) + sum(n.lookahead_steps for n in self.nodes)
+
+
+# keep(children of one problem, its search so far, params) -> (children to expand by M, children that are final)
+KeepRule = Callable[[list[Node], ProblemSearch, SearchParams], tuple[list[Node], list[Node]]]
+# score(children of every problem, generator, scorer, params) -> scores set on the nodes, in place
+ScoreRule = Callable[[list[Node], dict[str, Problem], Generator, StepScorer, SearchParams], None]
+
+
+def prefix_prompt(problem: Problem, steps: Sequence[str]) -> str:
+    """The prompt a beam continues from: the problem, then its steps, then a fresh step."""
+    return prompt_for(problem) + "".join(s + DELIMITER for s in steps)
+
+
+def score_last_step(nodes: list[Node], problems: dict[str, Problem], generator: Generator,
+                    scorer: StepScorer, params: SearchParams) -> None:
+    """The PRM's score at each node's last step (one forward pass per path)."""
+    if not nodes:
+        return
+    scores, tokens = scorer.score_with_tokens([prompt_for(problems[n.problem_id]) for n in nodes],
+                                              [list(n.steps) for n in nodes])
+    for node, s, t in zip(nodes, scores, tokens):
+        node.score, node.scored_tokens = (s[-1], t[-1]) if s else (0.0, 0)
+
+
+def _children(parent: Node | None, problem: Problem, completions, params: SearchParams, round_: int,
+              first_index: int) -> list[Node]:
+    out = []
+    for i, c in enumerate(completions):
+        ended = not c.text.endswith(DELIMITER)  # the model ended the solution (or ran out of tokens)
+        text = c.text[: -len(DELIMITER)] if not ended else c.text
+        steps = (parent.steps if parent else ()) + (text.strip(),)
+        index = first_index + i
+        subtree = parent.subtree if parent else index // max(1, params.width)
+        node_id = stable_hash(params.key(), problem.problem_id, parent.node_id if parent else None, index, round_)
+        out.append(Node(node_id, problem.problem_id, parent.node_id if parent else None, round_, subtree, steps,
+                        ended or round_ + 1 >= params.max_rounds, c.prompt_tokens, c.generated_tokens))
+    return out
+
+
+def grow(problems: Sequence[Problem], generator: Generator, scorer: StepScorer, params: SearchParams,
+         keep: KeepRule, score: ScoreRule = score_last_step) -> dict[str, ProblemSearch]:
+    """Round 0 samples N first steps per problem; each later round expands every kept beam by M."""
+    searches = {p.problem_id: ProblemSearch(p) for p in problems}
+    by_id = {p.problem_id: p for p in problems}
+    frontier: list[tuple[Problem, Node | None, int]] = [(p, None, params.budget) for p in problems]
+    for round_ in range(params.max_rounds):
+        if not frontier:
+            break
+        children: list[Node] = []
+        for n_children in sorted({n for _, _, n in frontier}):  # one generator call per fan-out size
+            group = [(p, parent) for p, parent, n in frontier if n == n_children]
+            spec = SamplingSpec(n=n_children, temperature=params.temperature, max_tokens=params.step_tokens,
+                                stop=(DELIMITER,), seed=params.seed * 1000 + round_)
+            outs = generator.generate([prefix_prompt(p, parent.steps if parent else ()) for p, parent in group], spec)
+            for j, ((problem, parent), completions) in enumerate(zip(group, outs)):
+                children += _children(parent, problem, completions, params, round_, j * n_children)
+        score(children, by_id, generator, scorer, params)
+        frontier = []
+        per_problem: dict[str, list[Node]] = {}
+        for child in children:
+            per_problem.setdefault(child.problem_id, []).append(child)
+        for pid, kids in per_problem.items():
+            search = searches[pid]
+            search.nodes += kids
+            expand, final = keep(kids, search, params)
+            for node in expand + final:
+                node.kept = True
+            search.finals += final
+            if len(search.finals) >= params.budget or not expand:
+                search.done = True
+                continue
+            frontier += [(search.problem, node, params.width) for node in expand]
+    return searches
