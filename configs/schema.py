@@ -150,6 +150,28 @@ class ScoreConfig(Frozen):
     threads: int = Field(default=2, ge=1)
 
 
+class SearchConfig(Frozen):
+    """PRM-guided search on the first test problems: which strategies, budgets and seeds."""
+
+    problems: int = Field(default=40, ge=1, description="first N test problems (levels interleave)")
+    strategies: list[Literal["best_of_n", "beam", "lookahead", "dvts"]] = Field(
+        default_factory=lambda: ["best_of_n", "beam", "lookahead", "dvts"])
+    budgets: list[int] = Field(default_factory=lambda: [4, 16], description="N: generations per round")
+    widths: list[int] = Field(default_factory=lambda: [4], description="M for beam, lookahead and DVTS")
+    lookahead_depths: list[int] = Field(default_factory=lambda: [1], description="k for lookahead")
+    seeds: list[int] = Field(default_factory=lambda: [0, 1])
+    temperature: float = Field(default=1.0, ge=0)
+    step_tokens: int = Field(default=48, ge=1, description="most tokens in one step")
+    max_rounds: int = Field(default=40, ge=1)
+    max_tokens: int = Field(default=320, ge=1, description="most tokens in a whole solution (best-of-N)")
+
+    @model_validator(mode="after")
+    def _positive(self) -> "SearchConfig":
+        if min(self.budgets + self.widths) < 1 or min(self.lookahead_depths) < 0:
+            raise ValueError("budgets and widths must be >= 1, lookahead depths >= 0")
+        return self
+
+
 class ReportConfig(Frozen):
     majority_resamples: int = Field(default=200, ge=1)
 
@@ -165,4 +187,5 @@ class PipelineConfig(Frozen):
     labels: LabelConfig = LabelConfig()
     prm: PRMConfig = PRMConfig()
     scoring: ScoreConfig = ScoreConfig()
+    search: SearchConfig = SearchConfig()
     report: ReportConfig = ReportConfig()

@@ -66,6 +66,9 @@ def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
         wh.insert("problems", problems_table(load_problems(config.task)))
         todo = pending(wh, bank, problems, spec.n, method=METHOD)
         logger.info("labels %s: %d of %d train problems to label", bank, len(todo), len(problems))
+        if not todo and wh.is_finished(run_id):
+            logger.info("nothing new to label")
+            return bank
         with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
                         tags={"stage": STAGE, "preset": config.name, "label_bank_id": bank}) as ml_id:
             wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),

@@ -12,6 +12,7 @@ from configs.schema import PipelineConfig
 from flows.label_steps import label_steps
 from flows.sample_bank import sample_bank
 from flows.score_bank import score_bank
+from flows.search import search
 from flows.train_base import train_base
 from flows.train_prm import train_prm
 from ttscale.workdir import DEFAULT_WORKDIR
@@ -19,7 +20,7 @@ from ttscale.workdir import DEFAULT_WORKDIR
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> dict[str, str]:
-    """Base model, sample bank, step labels, PRM, scored bank with verifier curves."""
+    """Base model, sample bank, step labels, PRM, scored bank with verifier curves, search curves."""
     out: dict[str, str] = {}
     if config.generator.model == "base":
         # 1. The embedded base model, trained from scratch and registered in MLflow.
@@ -34,4 +35,6 @@ def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
         out["prm"] = train_prm(config, workdir)
     # 5. Score every bank candidate; accuracy vs N per selection rule and aggregation.
     out["scorer_id"] = score_bank(config, workdir)
+    # 6. Search against the PRM: best-of-N, beam, lookahead, DVTS; accuracy vs budget.
+    search(config, workdir)
     return out

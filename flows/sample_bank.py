@@ -56,6 +56,9 @@ def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
         wh.insert("problems", problems_table(problems))
         todo = pending(wh, bank, split, spec.n)
         logger.info("bank %s: %d of %d problems to sample", bank, len(todo), len(split))
+        if not todo and wh.is_finished(run_id):
+            logger.info("nothing new to sample; the report is in the warehouse and MLflow")
+            return bank
         with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
                         tags={"stage": STAGE, "preset": config.name, "bank_id": bank}) as ml_id:
             wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),

@@ -106,7 +106,7 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
     bank = bank_id(fingerprint(model_dir), sampling_spec(config.bank))
     prm_dir = resolve_prm(config.scoring.prm, wd)
     scorer_id = stable_hash("scorer", fingerprint(prm_dir), config.scoring.step_separator)
-    run_id = stable_hash(STAGE, bank, scorer_id)
+    run_id = stable_hash(STAGE, bank, scorer_id, config.scoring.resamples)
     problems = {p.problem_id: p for p in load_problems(config.task)}
     cfg = config.scoring
     with Warehouse(wd.warehouse) as wh:
@@ -114,6 +114,9 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
             raise ValueError(f"bank {bank} is empty: run `ttscale sample-bank` first")
         todo = unscored(wh, bank, scorer_id)
         logger.info("scorer %s (%s): %d candidates of bank %s to score", scorer_id, prm_dir, len(todo), bank)
+        if not todo and wh.is_finished(run_id):
+            logger.info("nothing new to score; the curves are in the warehouse and MLflow")
+            return scorer_id
         with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
                         tags={"stage": STAGE, "preset": config.name, "bank_id": bank, "scorer_id": scorer_id}) as ml_id:
             wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),

@@ -103,7 +103,7 @@ def test_train_base_rejects_jsonl_task(prefect_server, smoke_config, tmp_path):
 def test_cli_query_reads_the_warehouse(trained_workdir: Path, smoke_config):
     pipeline(config=smoke_config, workdir=str(trained_workdir))
     cli = [sys.executable, "-m", "ttscale.cli"]
-    done = subprocess.run(cli + ["query", "SELECT count(*) AS n FROM candidates", "--workdir", str(trained_workdir)],
+    done = subprocess.run(cli + ["query", "SELECT count(*) AS n FROM candidates WHERE method = 'sample'", "--workdir", str(trained_workdir)],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert str(smoke_config.bank.n * smoke_config.task.n_test) in done.stdout

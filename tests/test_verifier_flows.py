@@ -105,7 +105,7 @@ def test_bank_selection_view_agrees_with_python_at_full_n(scored_workdir):
 
 def test_rerun_writes_nothing_new(scored_workdir, smoke_config):
     workdir, out = scored_workdir
-    tables = ("candidates", "steps", "step_labels", "step_scores", "selection_curves")
+    tables = ("candidates", "steps", "step_labels", "step_scores", "selection_curves", "search_nodes", "selections")
 
     def counts() -> dict[str, int]:
         with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
@@ -150,3 +150,21 @@ def test_score_bank_without_prm_says_what_to_do(trained_workdir: Path, smoke_con
     shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
     with pytest.raises(FileNotFoundError, match="train-prm"):
         score_bank(config=smoke_config, workdir=str(workdir))
+
+
+def test_pipeline_searches_and_stores_every_node(scored_workdir, smoke_config):
+    workdir, _ = scored_workdir
+    cfg = smoke_config.search
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        runs = con.execute("SELECT strategy, budget, width, lookahead, count(*) FROM selections GROUP BY ALL").fetchall()
+        assert {(s, n) for s, n, *_ in runs} == {(s, n) for s in cfg.strategies for n in cfg.budgets}
+        assert all(count == cfg.problems for *_, count in runs)
+        orphans = con.execute("SELECT count(*) FROM search_nodes n WHERE parent_id IS NOT NULL AND NOT EXISTS "
+                              "(SELECT 1 FROM search_nodes p WHERE p.node_id = n.parent_id)").fetchall()[0][0]
+        assert orphans == 0  # every expanded node's parent is stored too
+        curve = con.execute("SELECT strategy, budget, charged, accuracy, tokens_per_problem FROM accuracy_vs_budget "
+                            "WHERE level = 0").fetchall()
+        assert {(s, n) for s, n, *_ in curve} == {(s, n) for s in cfg.strategies for n in cfg.budgets}
+        assert all(0 <= acc <= 1 and tokens > 0 for *_, acc, tokens in curve)
+        assert all(charged == 2 * n for s, n, charged, *_ in curve if s == "lookahead")
+    assert list((workdir / "reports").glob("search-*.png"))

@@ -43,11 +43,13 @@ def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
     from flows.pipeline import pipeline
     from flows.sample_bank import sample_bank
     from flows.score_bank import score_bank
+    from flows.search import search
     from flows.train_base import train_base
     from flows.train_prm import train_prm
 
     flows = {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
-             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank}
+             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank,
+             "search": search}
     try:
         result = flows[flow_name](config=config, workdir=str(workdir))
     except (FileNotFoundError, ValueError, ImportError) as err:
@@ -61,7 +63,7 @@ def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
 # One command per flow: (command, help). `run` is the whole pipeline.
 STAGES = {
     "run": ("pipeline", "Run the whole pipeline: train the embedded model, sample and grade the bank, label "
-                        "steps, train the PRM, score the bank and write the verifier curves."),
+                        "steps, train the PRM, score the bank, search against the PRM, write the curves."),
     "train-base": ("train-base", "Train the embedded ~1M-parameter model from scratch and register it in MLflow."),
     "sample-bank": ("sample-bank", "Sample N candidates per problem, grade them, store them, and report pass@k."),
     "label-steps": ("label-steps", "Label the steps of sampled train-split solutions with Monte-Carlo rollouts "
@@ -69,6 +71,8 @@ STAGES = {
     "train-prm": ("train-prm", "Train the process reward model on the step labels; register it as ttscale-prm."),
     "score-bank": ("score-bank", "Score every bank candidate's steps with the PRM; write accuracy-vs-N curves "
                                  "per selection rule."),
+    "search": ("search", "Best-of-N, beam search, lookahead and DVTS against the PRM; every node stored; "
+                         "accuracy vs budget, tokens and FLOPs."),
 }
 
 

@@ -109,3 +109,52 @@ CREATE TABLE IF NOT EXISTS selection_curves (
     problems    INTEGER NOT NULL,
     PRIMARY KEY (bank_id, scorer_id, rule, aggregation, level, n)
 );
+
+-- Every node a search expanded: the path's last step, its PRM score and what it cost.
+CREATE TABLE IF NOT EXISTS search_nodes (
+    node_id          VARCHAR PRIMARY KEY,  -- hash(search_key, problem, parent, index, round)
+    search_key       VARCHAR NOT NULL,     -- hash(strategy, N, M, k, seed, sampling, model, scorer)
+    run_id           VARCHAR NOT NULL,
+    problem_id       VARCHAR NOT NULL,
+    strategy         VARCHAR NOT NULL,
+    budget           INTEGER NOT NULL,     -- N
+    width            INTEGER NOT NULL,     -- M
+    lookahead        INTEGER NOT NULL,     -- k
+    seed             INTEGER NOT NULL,
+    parent_id        VARCHAR,
+    depth            INTEGER NOT NULL,     -- 0 = first step (best-of-N: the whole solution)
+    subtree          INTEGER NOT NULL,
+    text             VARCHAR NOT NULL,
+    score            DOUBLE NOT NULL,
+    prompt_tokens    INTEGER NOT NULL,
+    generated_tokens INTEGER NOT NULL,
+    scored_tokens    INTEGER NOT NULL,
+    lookahead_steps  INTEGER NOT NULL,
+    lookahead_prompt_tokens    INTEGER NOT NULL,
+    lookahead_generated_tokens INTEGER NOT NULL,
+    finished         BOOLEAN NOT NULL,
+    kept             BOOLEAN NOT NULL
+);
+
+-- The answer each search picked per problem, and what the search spent on it.
+CREATE TABLE IF NOT EXISTS selections (
+    search_key       VARCHAR NOT NULL,
+    problem_id       VARCHAR NOT NULL,
+    run_id           VARCHAR NOT NULL,
+    scorer_id        VARCHAR NOT NULL,
+    strategy         VARCHAR NOT NULL,
+    budget           INTEGER NOT NULL,
+    width            INTEGER NOT NULL,
+    lookahead        INTEGER NOT NULL,
+    seed             INTEGER NOT NULL,
+    answer           VARCHAR,
+    correct          BOOLEAN NOT NULL,
+    finals           INTEGER NOT NULL,     -- final candidates it chose among (best-of-N weighted)
+    charged          INTEGER NOT NULL,     -- budget in the paper's unit: N, or N(k+1) with lookahead
+    generations      INTEGER NOT NULL,     -- steps (or solutions) actually generated, rollouts included
+    prompt_tokens    BIGINT NOT NULL,
+    generated_tokens BIGINT NOT NULL,
+    scored_tokens    BIGINT NOT NULL,
+    flops            DOUBLE NOT NULL,      -- 2 * params * tokens, generator and PRM
+    PRIMARY KEY (search_key, problem_id)
+);

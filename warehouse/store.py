@@ -90,6 +90,11 @@ class Warehouse:
         now = datetime.now(timezone.utc).replace(tzinfo=None)
         self.con.execute("UPDATE runs SET status = ?, finished_at = ? WHERE run_id = ?", [status, now, run_id])
 
+    def is_finished(self, run_id: str) -> bool:
+        """Whether this stage run completed before: a re-run with nothing new to do logs nothing twice."""
+        rows = self.con.execute("SELECT status FROM runs WHERE run_id = ?", [run_id]).fetchall()
+        return bool(rows) and rows[0][0] == "finished"
+
     def mlflow_run_id(self, run_id: str) -> str | None:
         rows = self.con.execute("SELECT mlflow_run_id FROM runs WHERE run_id = ?", [run_id]).fetchall()
         return rows[0][0] if rows else None

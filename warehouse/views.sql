@@ -78,3 +78,22 @@ WITH samples AS (
 SELECT s.bank_id AS label_bank_id, s.problem_id, s.samples, coalesce(r.rollouts, 0) AS rollouts,
        s.tokens + coalesce(r.tokens, 0) AS tokens, s.flops + coalesce(r.flops, 0) AS flops
 FROM samples s LEFT JOIN rollouts r USING (problem_id, bank_id);
+
+-- Accuracy vs generation budget per strategy (and M, k), overall (level 0) and per level,
+-- averaged over problems and seeds, with the spread across seeds and the mean cost.
+CREATE OR REPLACE VIEW accuracy_vs_budget AS
+WITH per_seed AS (
+    SELECT s.scorer_id, s.strategy, s.width, s.lookahead, s.budget, s.charged, s.seed, p.level,
+           avg(s.correct::INT) AS accuracy, count(*) AS problems,
+           avg(s.generated_tokens + s.prompt_tokens) AS tokens, avg(s.flops) AS flops
+    FROM selections s JOIN problems p USING (problem_id)
+    GROUP BY GROUPING SETS ((s.scorer_id, s.strategy, s.width, s.lookahead, s.budget, s.charged, s.seed, p.level),
+                            (s.scorer_id, s.strategy, s.width, s.lookahead, s.budget, s.charged, s.seed))
+)
+SELECT scorer_id, strategy, width, lookahead, budget, charged, coalesce(level, 0) AS level,
+       avg(accuracy) AS accuracy, min(accuracy) AS seed_min, max(accuracy) AS seed_max,
+       count(*) AS seeds, max(problems) AS problems, avg(tokens) AS tokens_per_problem,
+       avg(flops) AS flops_per_problem
+FROM per_seed
+GROUP BY ALL
+ORDER BY scorer_id, strategy, width, lookahead, level, budget;

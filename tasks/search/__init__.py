@@ -1,14 +1,28 @@
 """Search against the PRM: one strategy per module, one signature.
 
-    strategy.search(problems, generator, scorer, params) -> {problem_id: ProblemSearch}
+    STRATEGIES[name](problems, generator, scorer, params) -> {problem_id: ProblemSearch}
 
 Every strategy returns the final candidates it would choose among and every node it
-expanded, with exact sample and token counts; `select_answer` then picks the final
-answer by best-of-N weighted over the final candidates (the paper's choice).
+expanded, with exact sample and token counts; `tasks.search.records` picks the final
+answer by best-of-N weighted over the final candidates (the paper's choice) and turns
+both into warehouse rows.
 """
 
+from collections.abc import Callable, Sequence
+
+from models.generator import Generator
+from models.prm import StepScorer
+from tasks.problems import Problem
+from tasks.search import beam, best_of_n, dvts, lookahead
 from tasks.search.tree import Node, ProblemSearch, SearchParams
 
-STRATEGIES = ("best_of_n", "beam", "lookahead", "dvts")
+Strategy = Callable[[Sequence[Problem], Generator, StepScorer, SearchParams], dict[str, ProblemSearch]]
 
-__all__ = ["Node", "ProblemSearch", "SearchParams", "STRATEGIES"]
+STRATEGIES: dict[str, Strategy] = {
+    "best_of_n": best_of_n.search,
+    "beam": beam.search,
+    "lookahead": lookahead.search,
+    "dvts": dvts.search,
+}
+
+__all__ = ["Node", "ProblemSearch", "SearchParams", "STRATEGIES", "Strategy"]

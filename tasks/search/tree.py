@@ -32,10 +32,23 @@ class SearchParams:
     max_rounds: int = 40
     step_tokens: int = 48  # most tokens in one step
     max_tokens: int = 320  # most tokens in a whole solution (best-of-N)
+    context: str = ""  # what else shapes the result (model and scorer fingerprints): part of the key
 
     def key(self) -> str:
+        """Identifies one search run; every node and selection it writes is keyed by it."""
         return stable_hash("search", self.strategy, self.budget, self.width, self.depth, self.seed,
-                           self.temperature, self.max_rounds, self.step_tokens, self.max_tokens)
+                           self.temperature, self.max_rounds, self.step_tokens, self.max_tokens, self.context)
+
+    @property
+    def charged(self) -> int:
+        """The budget this run spends in the paper's unit: N, or N(k+1) with a k-step lookahead."""
+        return self.budget * (self.depth + 1)
+
+    @property
+    def label(self) -> str:
+        extra = {"beam": f" M={self.width}", "dvts": f" M={self.width}",
+                 "lookahead": f" M={self.width} k={self.depth}"}.get(self.strategy, "")
+        return self.strategy + extra
 
 
 @dataclass
@@ -104,7 +117,7 @@ def _children(parent: Node | None, problem: Problem, completions, params: Search
         text = c.text[: -len(DELIMITER)] if not ended else c.text
         steps = (parent.steps if parent else ()) + (text.strip(),)
         index = first_index + i
-        subtree = parent.subtree if parent else index // max(1, params.width)
+        subtree = parent.subtree if parent else i // max(1, params.width)  # round 0: groups of M
         node_id = stable_hash(params.key(), problem.problem_id, parent.node_id if parent else None, index, round_)
         out.append(Node(node_id, problem.problem_id, parent.node_id if parent else None, round_, subtree, steps,
                         ended or round_ + 1 >= params.max_rounds, c.prompt_tokens, c.generated_tokens))
@@ -140,6 +153,11 @@ def grow(problems: Sequence[Problem], generator: Generator, scorer: StepScorer, 
             for node in expand + final:
                 node.kept = True
             search.finals += final
+            if len(search.finals) > params.budget:  # at most N final candidates: the best-scored ones
+                ranked = sorted(search.finals, key=lambda n: n.score, reverse=True)
+                for dropped in ranked[params.budget :]:
+                    dropped.kept = False
+                search.finals = ranked[: params.budget]
             if len(search.finals) >= params.budget or not expand:
                 search.done = True
                 continue

@@ -1,0 +1,69 @@
+"""Search wall time per generated token, relative to best-of-N at the same budget: prints, asserts nothing.
+
+    python bench/search.py --workdir .ttscale [--problems 20] [--budget 16] [--width 4] [--backend vllm]
+
+Needs a workdir where `ttscale run` has trained the base model and the PRM. The goal
+(issue 4) is at most 1.5x best-of-N's seconds per generated token for beam search and
+DVTS: every round sends all live beams of all problems to the generator in one call.
+Wall time includes PRM scoring, which on CPU is often the larger share; it is printed
+separately.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+from ttscale.workdir import Workdir, quiet_services
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--workdir", default=".ttscale")
+    parser.add_argument("--problems", type=int, default=20)
+    parser.add_argument("--budget", type=int, default=16)
+    parser.add_argument("--width", type=int, default=4)
+    parser.add_argument("--backend", default="vllm", choices=["hf", "vllm"])
+    args = parser.parse_args()
+    quiet_services()
+    from configs import load_config
+    from models.generator import open_generator
+    from models.prm import PRM
+    from tasks.problems import load_problems
+    from tasks.search import STRATEGIES, SearchParams
+
+    wd = Workdir.at(args.workdir)
+    tiny = load_config("tiny")
+    problems = [p for p in load_problems(tiny.task) if p.split == "test"][: args.problems]
+    scorer = PRM(wd.models / "prm", batch_size=tiny.scoring.batch_size, threads=tiny.scoring.threads)
+    timed_score = scorer.score_with_tokens
+    spent = {"score": 0.0}
+
+    def score_with_tokens(prompts, steps):
+        start = time.perf_counter()
+        try:
+            return timed_score(prompts, steps)
+        finally:
+            spent["score"] += time.perf_counter() - start
+
+    scorer.score_with_tokens = score_with_tokens  # time the PRM's share of each strategy
+    print(f"machine: {os.cpu_count()} CPUs; backend {args.backend}; {len(problems)} problems, N={args.budget}, "
+          f"M={args.width}")
+    with open_generator(tiny.generator.model_copy(update={"backend": args.backend}), wd.models / "base") as gen:
+        base_rate = None
+        for strategy in ("best_of_n", "beam", "dvts"):
+            params = SearchParams(strategy, args.budget, args.width, seed=0, step_tokens=tiny.search.step_tokens)
+            spent["score"] = 0.0
+            start = time.perf_counter()
+            searches = STRATEGIES[strategy](problems, gen, scorer, params)
+            seconds = time.perf_counter() - start
+            tokens = sum(n.generated_tokens for s in searches.values() for n in s.nodes)
+            rate = seconds / max(1, tokens)
+            base_rate = base_rate or rate
+            print(f"{strategy:10s} {seconds:7.1f}s ({spent['score']:5.1f}s PRM), {tokens:8d} generated tokens, "
+                  f"{1e3 * rate:6.3f} ms/token = {rate / base_rate:4.2f}x best-of-N")
+
+
+if __name__ == "__main__":
+    main()

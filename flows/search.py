@@ -1,0 +1,107 @@
+"""Flow `search`: best-of-N, beam search, lookahead and DVTS against the PRM, every node stored.
+
+The story: plan one search run per (strategy, M, k, budget N, seed) on the first
+`search.problems` test problems; skip the runs already in the warehouse; run the rest
+with one generator and one PRM kept open, each run's nodes and selections committed in
+one transaction; then read accuracy vs budget back from the `accuracy_vs_budget` view,
+state which of the paper's findings hold, and publish curves to MLflow and Prefect.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
+from tqdm.auto import tqdm
+
+from configs.schema import PipelineConfig, SearchConfig
+from flows.score_bank import resolve_prm
+from models.generator import Generator, open_generator
+from models.prm import PRM
+from tasks.problems import Problem, load_problems
+from tasks.sampling import problems_table, stable_hash
+from tasks.search import STRATEGIES, SearchParams
+from tasks.search.records import to_tables
+from tasks.search_report import findings, plot_search, search_markdown, search_metrics
+from tasks.tracking import log_config, log_metrics, publish_report
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run
+from warehouse.store import Warehouse
+
+STAGE = "search"
+
+
+def plan(cfg: SearchConfig, context: str) -> list[SearchParams]:
+    """Every search run the config asks for; M > N (nothing to keep) is skipped."""
+    runs: list[SearchParams] = []
+    common = dict(temperature=cfg.temperature, max_rounds=cfg.max_rounds, step_tokens=cfg.step_tokens,
+                  max_tokens=cfg.max_tokens, context=context)
+    for strategy in cfg.strategies:
+        shapes = [(1, 0)] if strategy == "best_of_n" else [
+            (m, k) for m in cfg.widths for k in (cfg.lookahead_depths if strategy == "lookahead" else [0])]
+        for m, k in shapes:
+            for n in cfg.budgets:
+                if m > n:
+                    continue
+                runs += [SearchParams(strategy, n, m, k, seed, **common) for seed in cfg.seeds]
+    return runs
+
+
+@task(cache_policy=NO_CACHE)
+def run_search(params: SearchParams, problems: Sequence[Problem], generator: Generator, scorer: PRM,
+               run_id: str, scorer_id: str):  # -> (search_nodes, selections) Arrow tables
+    searches = STRATEGIES[params.strategy](problems, generator, scorer, params)
+    return to_tables(searches, params, run_id, scorer_id, generator.n_params, scorer.n_params)
+
+
+@flow(name=STAGE, log_prints=True)
+def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+    """Run every planned search not yet in the warehouse; returns the scorer id the curves belong to."""
+    logger = get_run_logger()
+    wd = Workdir.at(workdir)
+    model_dir = wd.require_model(config.generator.model)
+    prm_dir = resolve_prm(config.scoring.prm, wd)
+    scorer_id = stable_hash("scorer", fingerprint(prm_dir), config.scoring.step_separator)
+    context = stable_hash(fingerprint(model_dir), scorer_id, config.generator.backend)
+    all_problems = load_problems(config.task)
+    problems = [p for p in all_problems if p.split == "test"][: config.search.problems]
+    runs = plan(config.search, context)
+    run_id = stable_hash(STAGE, context, [r.key() for r in runs])
+    with Warehouse(wd.warehouse) as wh:
+        wh.insert("problems", problems_table(all_problems))
+        done = set(wh.query("SELECT search_key FROM selections GROUP BY 1 HAVING count(*) >= ?",
+                            [len(problems)]).column("search_key").to_pylist())
+        todo = [r for r in runs if r.key() not in done]
+        logger.info("search: %d of %d runs to do on %d problems", len(todo), len(runs), len(problems))
+        if not todo and wh.is_finished(run_id):
+            logger.info("nothing new to search; the curves are in the warehouse and MLflow")
+            return scorer_id
+        with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
+                        tags={"stage": STAGE, "preset": config.name, "scorer_id": scorer_id}) as ml_id:
+            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),
+                         mlflow_run_id=ml_id, prefect_flow_run_id=flow_run.get_id())
+            log_config(ml_id, {"search": config.search.model_dump(), "scorer_id": scorer_id})
+            try:
+                if todo:
+                    scorer = PRM(prm_dir, config.scoring.batch_size, config.scoring.step_separator,
+                                 config.scoring.threads)
+                    with open_generator(config.generator, model_dir) as generator:
+                        for params in tqdm(todo, desc=STAGE, unit="run"):
+                            nodes, selections = run_search(params, problems, generator, scorer, run_id, scorer_id)
+                            with wh.transaction():
+                                wh.insert("search_nodes", nodes)
+                                wh.insert("selections", selections)
+            except BaseException:
+                wh.finish_run(run_id, "failed")
+                raise
+            curve = wh.query("SELECT * FROM accuracy_vs_budget WHERE scorer_id = ?", [scorer_id]).to_pylist()
+            log_metrics(ml_id, search_metrics(curve))
+            plot = plot_search(curve, wd.reports / f"{STAGE}-{scorer_id}.png")
+            markdown = search_markdown(curve, f"Search against the PRM ({config.name}, scorer {scorer_id})",
+                                       findings(curve))
+            publish_report(wd.reports, f"{STAGE}-{scorer_id}", markdown, plot, "search-curves",
+                           "accuracy vs budget per search strategy")
+            wh.finish_run(run_id)
+    logger.info("search curves for scorer %s: report at %s", scorer_id, wd.reports)
+    return scorer_id

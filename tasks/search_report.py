@@ -1,0 +1,123 @@
+"""The search report: accuracy vs budget per strategy, and which of the paper's findings hold.
+
+Reads rows of the `accuracy_vs_budget` view, so the report can be rebuilt from the
+warehouse alone. Budgets on the x axis are in the paper's unit (`charged`: N, or N(k+1)
+for lookahead); the same curves against tokens and FLOPs come from the stored counts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+EASY_LEVELS = (1, 2)  # the embedded task's easy levels (`#` with few steps)
+
+
+def variant(row: dict) -> str:
+    return {"best_of_n": "best-of-N", "beam": f"beam M={row['width']}", "dvts": f"DVTS M={row['width']}",
+            "lookahead": f"lookahead M={row['width']} k={row['lookahead']}"}[row["strategy"]]
+
+
+def _series(rows: Sequence[dict], level: int) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for r in sorted(rows, key=lambda r: r["budget"]):
+        if r["level"] == level:
+            out.setdefault(variant(r), []).append(r)
+    return out
+
+
+def search_metrics(rows: Sequence[dict]) -> list[tuple[str, float, int]]:
+    """MLflow metrics with step = charged budget, one curve per strategy variant and level."""
+    out = []
+    for r in rows:
+        name = variant(r).replace(" ", "_").replace("=", "")
+        suffix = "" if r["level"] == 0 else f"/level_{r['level']}"
+        out.append((f"search/{name}{suffix}", r["accuracy"], int(r["charged"])))
+    return out
+
+
+def _at(rows: Sequence[dict], strategy: str, level: int, budget: int) -> list[dict]:
+    return [r for r in rows if r["strategy"] == strategy and r["level"] == level and r["budget"] == budget]
+
+
+def _fmt(r: dict) -> str:
+    return f"{variant(r)} {r['accuracy']:.3f} (seeds {r['seed_min']:.3f}-{r['seed_max']:.3f})"
+
+
+def findings(rows: Sequence[dict]) -> list[str]:
+    """The paper's search findings, each stated with the numbers that decide it here."""
+    if not rows:
+        return ["no search results"]
+    budgets = sorted({r["budget"] for r in rows})
+    small, large = budgets[0], budgets[-1]
+    lines = []
+    bon = _at(rows, "best_of_n", 0, small)
+    beams = _at(rows, "beam", 0, small)
+    if bon and beams:
+        best = max(beams, key=lambda r: r["accuracy"])
+        verdict = "holds" if best["accuracy"] > bon[0]["accuracy"] else "does not hold"
+        lines.append(f"Beam search above best-of-N at a small budget (N={small}): {verdict}: "
+                     f"{_fmt(best)} vs {_fmt(bon[0])}.")
+    for level in EASY_LEVELS:
+        bon, beams = _at(rows, "best_of_n", level, large), _at(rows, "beam", level, large)
+        if bon and beams:
+            best = max(beams, key=lambda r: r["accuracy"])
+            verdict = "holds" if bon[0]["accuracy"] >= best["accuracy"] else "does not hold"
+            lines.append(f"Best-of-N catches up with beam search on easy problems at a large budget "
+                         f"(level {level}, N={large}): {verdict}: {_fmt(bon[0])} vs {_fmt(best)}.")
+    for n in budgets:
+        looks, beams = _at(rows, "lookahead", 0, n), _at(rows, "beam", 0, n)
+        for look in looks:
+            same_m = [b for b in beams if b["width"] == look["width"]]
+            if same_m:
+                verdict = "holds" if look["accuracy"] < same_m[0]["accuracy"] else "does not hold"
+                lines.append(f"Lookahead below beam search (N={n}; lookahead spends {look['charged']} generations, "
+                             f"beam {same_m[0]['charged']}): {verdict}: {_fmt(look)} vs {_fmt(same_m[0])}.")
+    return lines
+
+
+def search_markdown(rows: Sequence[dict], title: str, statements: Sequence[str]) -> str:
+    levels = sorted({r["level"] for r in rows})
+    budgets = sorted({r["budget"] for r in rows})
+    lines = [f"## {title}", "", *[f"- {s}" for s in statements], ""]
+    head = ["level", "strategy"] + [f"N={n}" for n in budgets] + ["tokens/problem at max N"]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for level in levels:
+        for name, series in _series(rows, level).items():
+            by_n = {r["budget"]: r for r in series}
+            cells = [f"{by_n[n]['accuracy']:.3f}" if n in by_n else "" for n in budgets]
+            lines.append(f"| {'all' if level == 0 else level} | {name} | " + " | ".join(cells)
+                         + f" | {series[-1]['tokens_per_problem']:.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_search(rows: Sequence[dict], path: Path) -> Path:
+    """Accuracy vs charged budget per level, and (all levels) vs tokens and FLOPs per problem."""
+    levels = sorted({r["level"] for r in rows})
+    fig, axes = plt.subplots(1, len(levels) + 2, figsize=(3.2 * (len(levels) + 2), 3.4), squeeze=False)
+    for ax, level in zip(axes[0], levels):
+        for name, series in _series(rows, level).items():
+            ax.errorbar([r["charged"] for r in series], [r["accuracy"] for r in series],
+                        yerr=[[r["accuracy"] - r["seed_min"] for r in series],
+                              [r["seed_max"] - r["accuracy"] for r in series]],
+                        marker=".", capsize=2, label=name)
+        ax.set_xscale("log", base=2)
+        ax.set(title="all levels" if level == 0 else f"level {level}", xlabel="generation budget", ylim=(0, 1.02))
+    for ax, key, label in ((axes[0][-2], "tokens_per_problem", "tokens per problem"),
+                           (axes[0][-1], "flops_per_problem", "FLOPs per problem")):
+        for name, series in _series(rows, 0).items():
+            ax.plot([r[key] for r in series], [r["accuracy"] for r in series], marker=".", label=name)
+        ax.set_xscale("log")
+        ax.set(title=f"all levels vs {label}", xlabel=label, ylim=(0, 1.02))
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=6, loc="lower right")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

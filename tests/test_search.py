@@ -1,0 +1,134 @@
+"""Search invariants on the real tiny model and a real (quickly trained) PRM, fixed seeds."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from configs.schema import GeneratorConfig, PRMConfig, SearchConfig, TaskConfig
+from flows.search import plan
+from models.generator import SamplingSpec, open_generator
+from models.prm import PRM, LabeledSolution, train_prm
+from tasks import arith
+from tasks.grading import split_steps
+from tasks.sampling import prompt_for
+from tasks.search import STRATEGIES, SearchParams
+from tasks.search.lookahead import score_by_rollout
+from tasks.search.records import to_tables, weighted_answer
+from tasks.search.tree import DELIMITER, Node, prefix_prompt
+
+PROBLEMS = arith.make_split(TaskConfig(n_test=5), "test")
+
+
+@pytest.fixture(scope="module")
+def scorer(base_model_dir: Path, tmp_path_factory) -> PRM:
+    sols = []
+    for p in arith.make_split(TaskConfig(n_test=20, seed=5), "test"):
+        steps = split_steps(p.meta["reference_solution"])
+        sols.append(LabeledSolution(p.problem_id, prompt_for(p), steps, [1.0] * len(steps)))
+    out = tmp_path_factory.mktemp("prm")
+    train_prm(PRMConfig(mode="head", epochs=1, batch_size=8), base_model_dir, sols, out)
+    return PRM(out, batch_size=32)
+
+
+@pytest.fixture(scope="module")
+def generator(base_model_dir: Path):
+    with open_generator(GeneratorConfig(backend="hf", batch_size=64), base_model_dir) as gen:
+        yield gen
+
+
+def _run(strategy: str, generator, scorer, **kw):
+    params = SearchParams(strategy, seed=3, step_tokens=40, max_rounds=8, max_tokens=96, **kw)
+    return params, STRATEGIES[strategy](PROBLEMS, generator, scorer, params)
+
+
+def test_beam_counts_per_round_and_finished_beams_are_kept(generator, scorer):
+    params, searches = _run("beam", generator, scorer, budget=8, width=2)
+    for search in searches.values():
+        per_round = Counter(n.depth for n in search.nodes)
+        assert per_round[0] == 8  # N first steps
+        for depth in sorted(per_round)[1:]:
+            kept_before = [n for n in search.nodes if n.depth == depth - 1 and n.kept and not n.finished]
+            assert len(kept_before) <= 8 // 2  # top N/M live beams
+            assert per_round[depth] == 2 * len(kept_before)  # each expanded by M
+            parents = {n.parent_id for n in search.nodes if n.depth == depth}
+            assert parents == {n.node_id for n in kept_before}
+        finished = sorted((n for n in search.nodes if n.finished), key=lambda n: n.score, reverse=True)
+        # finished beams are kept as finals, up to N of them (the best-scored when more finish)
+        assert len(search.finals) == min(8, len(finished))
+        assert {n.node_id for n in search.finals} <= {n.node_id for n in finished}
+        assert min(f.score for f in search.finals) >= max([n.score for n in finished[8:]], default=-1.0)
+        assert all(n.kept for n in search.finals)
+        assert search.finals, "every beam ends: by the answer, its tokens or the round limit"
+
+
+def test_budget_accounting_adds_up(generator, scorer):
+    for strategy, kw in (("best_of_n", {"budget": 4}), ("beam", {"budget": 4, "width": 2}),
+                         ("lookahead", {"budget": 4, "width": 2, "depth": 1}), ("dvts", {"budget": 4, "width": 2})):
+        params, searches = _run(strategy, generator, scorer, **kw)
+        nodes, selections = to_tables(searches, params, "run", "scorer", generator.n_params, scorer.n_params)
+        rows = selections.to_pylist()
+        assert len(rows) == len(PROBLEMS) and nodes.num_rows == sum(len(s.nodes) for s in searches.values())
+        by_problem = Counter(nodes.column("problem_id").to_pylist())
+        for r in rows:
+            mine = [n for n in nodes.to_pylist() if n["problem_id"] == r["problem_id"]]
+            assert r["generations"] == len(mine) + sum(n["lookahead_steps"] for n in mine) == \
+                by_problem[r["problem_id"]] + sum(n["lookahead_steps"] for n in mine)
+            assert r["prompt_tokens"] == sum(n["prompt_tokens"] + n["lookahead_prompt_tokens"] for n in mine)
+            assert r["generated_tokens"] == sum(n["generated_tokens"] + n["lookahead_generated_tokens"] for n in mine)
+            assert r["scored_tokens"] == sum(n["scored_tokens"] for n in mine) > 0
+            assert r["flops"] == pytest.approx(2 * generator.n_params * (r["prompt_tokens"] + r["generated_tokens"])
+                                               + 2 * scorer.n_params * r["scored_tokens"])
+            assert r["charged"] == params.budget * (params.depth + 1)
+            assert 1 <= r["finals"] <= params.budget
+        if strategy == "best_of_n":
+            assert all(r["generations"] == 4 for r in rows)
+        if strategy == "lookahead":
+            assert sum(n["lookahead_steps"] for n in nodes.to_pylist()) > 0
+        assert len(set(nodes.column("node_id").to_pylist())) == nodes.num_rows
+
+
+def test_lookahead_scores_are_the_rollout_end_scores(generator, scorer):
+    problem = PROBLEMS[0]
+    first = generator.generate([prefix_prompt(problem, ())],
+                               SamplingSpec(n=3, temperature=1.0, max_tokens=40, stop=(DELIMITER,), seed=1))[0]
+    nodes = [Node(f"n{i}", problem.problem_id, None, 0, i, (c.text.strip(),), not c.text.endswith(DELIMITER),
+                  c.prompt_tokens, c.generated_tokens) for i, c in enumerate(first)]
+    params = SearchParams("lookahead", budget=3, width=1, depth=2, step_tokens=40)
+    score_by_rollout(nodes, {problem.problem_id: problem}, generator, scorer, params)
+    greedy = SamplingSpec(n=1, temperature=0.0, max_tokens=40, stop=(DELIMITER,))
+    for node in nodes:
+        path = list(node.steps)
+        for _ in range(node.lookahead_steps):
+            (c,), = generator.generate([prefix_prompt(problem, path)], greedy)
+            path.append((c.text[: -len(DELIMITER)] if c.text.endswith(DELIMITER) else c.text).strip())
+        expected = scorer.score([prompt_for(problem)], [path])[0][-1]
+        assert node.score == pytest.approx(expected, abs=1e-5)
+        assert node.finished or node.lookahead_steps >= 1
+
+
+def test_dvts_subtrees_never_share_nodes(generator, scorer):
+    params, searches = _run("dvts", generator, scorer, budget=8, width=2)
+    for search in searches.values():
+        by_id = {n.node_id: n for n in search.nodes}
+        assert len(by_id) == len(search.nodes)
+        assert sorted({n.subtree for n in search.nodes if n.depth == 0}) == [0, 1, 2, 3]  # N/M subtrees
+        for n in search.nodes:
+            if n.parent_id is not None:
+                assert by_id[n.parent_id].subtree == n.subtree
+        for depth in {n.depth for n in search.nodes}:
+            per_subtree = Counter(n.subtree for n in search.nodes if n.depth == depth)
+            assert max(per_subtree.values()) <= 2  # one kept beam per subtree, expanded by M
+        assert len({f.subtree for f in search.finals}) == len(search.finals)  # one final per subtree at most
+
+
+def test_weighted_answer_and_plan():
+    assert weighted_answer(["1", "2", "2", None], [0.9, 0.5, 0.5, 5.0]) == "2"
+    assert weighted_answer([None], [1.0]) is None
+    runs = plan(SearchConfig(budgets=[2, 8], widths=[4], lookahead_depths=[1, 3], seeds=[0, 1]), "ctx")
+    names = Counter((r.strategy, r.budget) for r in runs)
+    assert names[("beam", 2)] == 0 and names[("beam", 8)] == 2  # M > N is skipped
+    assert names[("lookahead", 8)] == 4 and names[("best_of_n", 2)] == 2
+    assert len({r.key() for r in runs}) == len(runs)
