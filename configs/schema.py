@@ -140,7 +140,8 @@ class ScoreConfig(Frozen):
 
     prm: str = Field(default="trained", description="'trained' (this workdir's PRM), 'models:/NAME/VERSION' "
                      "(MLflow registry), or a local path to a token-classification PRM")
-    batch_size: int = Field(default=64, ge=1, description="solutions per scoring forward pass")
+    batch_size: int = Field(default=16, ge=1, description="solutions per scoring forward pass (16 was fastest "
+                            "for the tiny PRM on 2 CPU cores: 42k tokens/s vs 35k at 256)")
     step_separator: str | None = Field(
         default=None, description="external PRMs: text appended after each step and read there (e.g. '<extra_0>')")
     aggregation: Literal["last", "min", "prod", "mean"] = Field(

@@ -16,6 +16,7 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.runtime import flow_run
 
 from configs.schema import PipelineConfig, PRMConfig
 from flows.label_steps import label_bank_id
@@ -76,7 +77,13 @@ def train_prm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
                                                                  "label_bank_id": label_bank}) as ml_id:
             log_config(ml_id, {"prm": config.prm.model_dump(), "label_bank_id": label_bank,
                                "solutions": len(solutions)})
-            result = fit(config.prm, base_dir, solutions, tmp)
+            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"), mlflow_run_id=ml_id,
+                         prefect_flow_run_id=flow_run.get_id())
+            try:
+                result = fit(config.prm, base_dir, solutions, tmp)
+            except BaseException:
+                wh.finish_run(run_id, "failed")
+                raise
             q = quality(result.val_predictions, result.val_labels)
             log_metrics(ml_id, [(f"prm_{name}_loss", v, e + 1) for name, losses in
                                 (("train", result.train_loss), ("val", result.val_loss)) for e, v in enumerate(losses)]
@@ -89,7 +96,6 @@ def train_prm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
             version = register_model(ml_id, tmp, "prm", REGISTERED_NAME)
             write_record(tmp, {"key": key, "mlflow_run_id": ml_id, "registered": REGISTERED_NAME,
                                "version": version, "label_bank_id": label_bank, "warehouse_run_id": run_id})
-            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"), mlflow_run_id=ml_id)
             wh.insert("metrics", q.metrics_table(run_id))
             wh.finish_run(run_id)
     summary = (f"PRM ({config.prm.mode}) on {len(solutions)} labeled solutions: {result.epochs} epochs "

@@ -120,7 +120,7 @@ class PRM:
 
     def __init__(self, model_dir: Path, batch_size: int = 64, step_separator: str | None = None,
                  threads: int = 2, device: str | None = None) -> None:
-        model_dir = Path(model_dir)
+        self.model_dir = model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"PRM not found: {model_dir}")
         card = json.loads((model_dir / PRM_CARD).read_text()) if (model_dir / PRM_CARD).exists() else {}
@@ -156,6 +156,10 @@ class PRM:
             logits = self.model(input_ids=batch["input_ids"].to(self.device),
                                 attention_mask=batch["attention_mask"].to(self.device)).logits.float()
             probs = step_probabilities(logits[batch["rows"].to(self.device), batch["cols"].to(self.device)])
+            if torch.isnan(probs).any():
+                raise ValueError(f"the PRM at {self.model_dir} scored {int(torch.isnan(probs).sum())} of {len(probs)} "
+                                 "steps as NaN: its weights are broken (retrain it or pick another scoring.prm); "
+                                 "nothing of this batch was stored")
             flat = probs.cpu().tolist()
             k = 0
             for i in idx:

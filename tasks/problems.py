@@ -49,41 +49,47 @@ def load_jsonl(path: Path, split: str = "test", limit: int | None = None) -> lis
     if not path.is_file():
         raise ProblemFileError(f"{path}: no such problem file")
     problems: list[Problem] = []
-    with path.open(encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as err:
-                raise ProblemFileError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
-            if not isinstance(record, dict):
-                raise ProblemFileError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-            for key, kind in _REQUIRED.items():
-                if key not in record:
-                    raise ProblemFileError(f"{path}:{lineno}: missing required field '{key}'")
-                if not isinstance(record[key], kind) or str(record[key]).strip() == "":
-                    raise ProblemFileError(f"{path}:{lineno}: field '{key}' must be a non-empty string")
-            level = record.get("level", 0)
-            try:
-                level = int(level)
-            except (TypeError, ValueError) as err:
-                raise ProblemFileError(f"{path}:{lineno}: field 'level' must be an integer, got {level!r}") from err
-            meta = {k: record[k] for k in ("unique_id", "subject", "solution") if k in record}
-            problems.append(
-                Problem(
-                    problem_id=problem_id(path.name, record["problem"]),
-                    source=path.name,
-                    split=split,
-                    index=len(problems),
-                    level=level,
-                    question=record["problem"],
-                    answer=str(record["answer"]),
-                    meta=meta,
-                )
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        lineno = raw[: err.start].count(b"\n") + 1
+        raise ProblemFileError(f"{path}:{lineno}: not UTF-8 (byte {raw[err.start]:#04x} at offset {err.start}); "
+                               "re-encode the file as UTF-8") from err
+    for lineno, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as err:
+            raise ProblemFileError(f"{path}:{lineno}: not valid JSON ({err.msg})") from err
+        if not isinstance(record, dict):
+            raise ProblemFileError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+        for key, kind in _REQUIRED.items():
+            if key not in record:
+                raise ProblemFileError(f"{path}:{lineno}: missing required field '{key}'")
+            if not isinstance(record[key], kind) or str(record[key]).strip() == "":
+                raise ProblemFileError(f"{path}:{lineno}: field '{key}' must be a non-empty string")
+        level = record.get("level", 0)
+        try:
+            level = int(level)
+        except (TypeError, ValueError) as err:
+            raise ProblemFileError(f"{path}:{lineno}: field 'level' must be an integer, got {level!r}") from err
+        meta = {k: record[k] for k in ("unique_id", "subject", "solution") if k in record}
+        problems.append(
+            Problem(
+                problem_id=problem_id(path.name, record["problem"]),
+                source=path.name,
+                split=split,
+                index=len(problems),
+                level=level,
+                question=record["problem"],
+                answer=str(record["answer"]),
+                meta=meta,
             )
-            if limit is not None and len(problems) >= limit:
-                break
+        )
+        if limit is not None and len(problems) >= limit:
+            break
     if not problems:
         raise ProblemFileError(f"{path}: no problems in file")
     return problems

@@ -63,11 +63,17 @@ def register_model(run_id: str, local_dir: Path, artifact_path: str, name: str) 
 
 
 def registered_model_path(uri: str) -> Path:
-    """A local folder holding `models:/NAME/VERSION` (MLflow's registry), for scoring by registry name."""
+    """A local folder holding `models:/NAME/VERSION` or `models:/NAME/latest` (MLflow's registry)."""
     try:
         _, rest = uri.split("models:/", 1)
         name, version = rest.strip("/").split("/")
-        source = MlflowClient().get_model_version(name, version).source
+        client = MlflowClient()
+        if version == "latest":
+            versions = client.search_model_versions(f"name = '{name}'")
+            if not versions:
+                raise ValueError(f"no versions of {name}")
+            version = str(max(int(v.version) for v in versions))
+        source = client.get_model_version(name, version).source
     except (ValueError, mlflow.exceptions.MlflowException) as err:
         raise ValueError(f"cannot resolve {uri!r} in the MLflow registry (expected models:/NAME/VERSION): {err}") from err
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source))

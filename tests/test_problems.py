@@ -74,3 +74,14 @@ def test_malformed_jsonl_names_file_and_line(tmp_path: Path, bad_line: str, expe
 def test_missing_problem_file(tmp_path: Path):
     with pytest.raises(ProblemFileError, match="no such problem file"):
         load_jsonl(tmp_path / "absent.jsonl")
+
+
+def test_non_utf8_and_empty_problem_files(tmp_path: Path):
+    latin = tmp_path / "latin1.jsonl"
+    latin.write_bytes(json.dumps({"problem": "ok", "answer": "1"}).encode() + b"\n" +
+                      '{"problem": "caf\u00e9", "answer": "2"}'.encode("latin-1").replace(b"\\u00e9", b"\xe9") + b"\n")
+    with pytest.raises(ProblemFileError, match=r"latin1.jsonl:2: not UTF-8"):
+        load_jsonl(latin)
+    empty = _write(tmp_path / "empty.jsonl", ["", "  "])
+    with pytest.raises(ProblemFileError, match="no problems in file"):
+        load_jsonl(empty)

@@ -36,9 +36,7 @@ def _config(preset: str):  # -> PipelineConfig
         raise typer.Exit(2) from None
 
 
-def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
-    config = _config(preset)
-    quiet_services()
+def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command needs them
     from flows.label_steps import label_steps
     from flows.pipeline import pipeline
     from flows.sample_bank import sample_bank
@@ -47,12 +45,19 @@ def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
     from flows.train_base import train_base
     from flows.train_prm import train_prm
 
-    flows = {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
-             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank,
-             "search": search}
+    return {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
+            "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank, "search": search}
+
+
+def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
+    config = _config(preset)
+    quiet_services()
+    from warehouse.store import WarehouseBusy
+
+    flows = _flows()
     try:
         result = flows[flow_name](config=config, workdir=str(workdir))
-    except (FileNotFoundError, ValueError, ImportError) as err:
+    except (FileNotFoundError, ValueError, ImportError, WarehouseBusy) as err:
         typer.secho(f"{flow_name} failed: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     typer.secho(f"{flow_name} finished: {result}", fg=typer.colors.GREEN)
@@ -98,12 +103,12 @@ def query(
     from rich.console import Console
     from rich.table import Table
 
-    from warehouse.store import Warehouse
+    from warehouse.store import Warehouse, WarehouseBusy
 
     try:
-        with Warehouse(Path(workdir) / "ttscale.duckdb", read_only=True) as wh:
+        with Warehouse(Path(workdir) / "ttscale.duckdb", read_only=True, lock_timeout=10) as wh:
             result = wh.query(sql)
-    except (FileNotFoundError, duckdb.Error) as err:
+    except (FileNotFoundError, duckdb.Error, WarehouseBusy) as err:
         typer.secho(str(err), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
     table = Table(*result.column_names, show_lines=False)
@@ -129,6 +134,42 @@ def show_config(preset: Preset = "tiny") -> None:
     import yaml
 
     typer.echo(yaml.safe_dump(_config(preset).model_dump(mode="json"), sort_keys=False))
+
+
+@app.command()
+def serve(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+    """Serve every flow from this process (flow.serve) so runs can be triggered from the Prefect UI.
+
+    Needs a running server: `prefect server start`, then `PREFECT_API_URL=http://127.0.0.1:4200/api`.
+    The preset fills the forms' defaults; edit them in the UI per run. Stop with Ctrl-C.
+    """
+    config = _config(preset)
+    quiet_services()
+    from prefect import serve as prefect_serve
+
+    defaults = {"config": config.model_dump(mode="json"), "workdir": str(Path(workdir).resolve())}
+    prefect_serve(*[flow.to_deployment(name=f"{name}-served", parameters=defaults, tags=["ttscale"])
+                    for name, flow in _flows().items()])
+
+
+@app.command()
+def deploy(
+    names: Annotated[list[str] | None, typer.Argument(help="deployment names (default: all in the file)")] = None,
+) -> None:
+    """Register the deployments of deployments/prefect.yaml with your Prefect server (`prefect deploy`).
+
+    Workers then run them from the repository named by $TTSCALE_REPO (default: this checkout).
+    """
+    import os
+    import subprocess
+
+    repo = Path(__file__).resolve().parent.parent
+    prefect = Path(sys.executable).with_name("prefect")
+    selection = [arg for name in names for arg in ("--name", name)] if names else ["--all"]
+    env = {**os.environ, "TTSCALE_REPO": os.environ.get("TTSCALE_REPO", str(repo))}
+    done = subprocess.run([str(prefect), "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
+                           *selection], cwd=repo, env=env)
+    raise typer.Exit(done.returncode)
 
 
 @app.command("convert-smollm2")

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
+import time
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from pathlib import Path
@@ -20,15 +22,40 @@ import duckdb
 import pyarrow as pa
 
 _HERE = Path(__file__).parent
+_log = logging.getLogger("ttscale.warehouse")
+
+
+class WarehouseBusy(RuntimeError):
+    """Another process holds the warehouse file open for writing."""
+
+
+def _connect(path: Path, read_only: bool, lock_timeout: float) -> duckdb.DuckDBPyConnection:
+    """Open the file, waiting (with a message) while another process holds its write lock."""
+    deadline = time.monotonic() + lock_timeout
+    announced = False
+    while True:
+        try:
+            return duckdb.connect(str(path), read_only=read_only)
+        except duckdb.IOException as err:
+            if "lock" not in str(err).lower():
+                raise
+            if time.monotonic() >= deadline:
+                raise WarehouseBusy(
+                    f"{path} is held by another process (DuckDB allows one writer per file): wait for that run "
+                    f"to finish, or stop it, then retry. Waited {lock_timeout:.0f}s. DuckDB said: {err}") from None
+            if not announced:
+                _log.warning("%s is locked by another process; waiting up to %.0fs", path, lock_timeout)
+                announced = True
+            time.sleep(0.5)
 
 
 class Warehouse:
-    def __init__(self, path: Path, read_only: bool = False) -> None:
+    def __init__(self, path: Path, read_only: bool = False, lock_timeout: float = 120.0) -> None:
         self.path = Path(path)
         if read_only and not self.path.exists():
             raise FileNotFoundError(f"no warehouse at {self.path}: run a stage first (ttscale run)")
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = duckdb.connect(str(self.path), read_only=read_only)
+        self.con = _connect(self.path, read_only, lock_timeout)
         if not read_only:
             self.con.execute((_HERE / "schema.sql").read_text())
             self.con.execute((_HERE / "views.sql").read_text())

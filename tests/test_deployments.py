@@ -1,0 +1,57 @@
+"""The production path a user follows: deploy from deployments/prefect.yaml to a real Prefect
+server, trigger a run by the deployment's name with edited parameters, and let a real
+`prefect worker start --run-once` on a process pool execute it."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _cli(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
+    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    assert done.returncode == 0, f"{args}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
+    return done
+
+
+def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_workdir: Path, smoke_config, tmp_path):
+    from prefect.client.orchestration import get_client
+    from prefect.settings import PREFECT_API_URL
+
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "TTSCALE_REPO": str(REPO),
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
+    prefect = str(Path(sys.executable).with_name("prefect"))
+    pools = subprocess.run([prefect, "work-pool", "ls"], env=env, capture_output=True, text=True).stdout
+    if " cpu " not in pools:
+        _cli([prefect, "work-pool", "create", "cpu", "--type", "process"], env)
+    _cli([sys.executable, "-m", "ttscale.cli", "deploy", "sample-bank-cpu"], env)
+
+    workdir = tmp_path / "deployed"
+    shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
+    config = smoke_config.model_copy(update={"bank": smoke_config.bank.model_copy(update={"n": 3, "seed": 5})})
+    params = {"config": config.model_dump(mode="json"), "workdir": str(workdir)}
+    triggered = _cli([prefect, "deployment", "run", "sample-bank/sample-bank-cpu", "--params", json.dumps(params)], env)
+    assert "Created flow run" in triggered.stdout
+
+    _cli([prefect, "worker", "start", "--pool", "cpu", "--run-once"], env, timeout=600)
+
+    import asyncio
+
+    async def states() -> list[str]:
+        async with get_client() as client:
+            deployment = await client.read_deployment_by_name("sample-bank/sample-bank-cpu")
+            runs = await client.read_flow_runs()
+            return [r.state.type.value for r in runs if r.deployment_id == deployment.id]
+
+    assert asyncio.run(states()) == ["COMPLETED"]
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        n = con.execute("SELECT count(*) FROM candidates WHERE budget = 3").fetchall()[0][0]
+    assert n == 3 * config.task.n_test  # the edited parameter reached the run
