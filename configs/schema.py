@@ -155,9 +155,9 @@ class SearchConfig(Frozen):
     """PRM-guided search on the first test problems: which strategies, budgets and seeds."""
 
     problems: int = Field(default=40, ge=1, description="first N test problems (levels interleave)")
-    strategies: list[Literal["best_of_n", "beam", "lookahead", "dvts"]] = Field(
-        default_factory=lambda: ["best_of_n", "beam", "lookahead", "dvts"])
-    budgets: list[int] = Field(default_factory=lambda: [4, 16], description="N: generations per round")
+    strategies: list[Literal["majority", "best_of_n", "beam", "lookahead", "dvts"]] = Field(
+        default_factory=lambda: ["majority", "best_of_n", "beam", "lookahead", "dvts"])
+    budgets: list[int] = Field(default_factory=lambda: [1, 2, 4, 8, 16], description="N: generations per round")
     widths: list[int] = Field(default_factory=lambda: [4], description="M for beam, lookahead and DVTS")
     lookahead_depths: list[int] = Field(default_factory=lambda: [1], description="k for lookahead")
     seeds: list[int] = Field(default_factory=lambda: [0, 1])

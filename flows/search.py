@@ -1,4 +1,4 @@
-"""Flow `search`: best-of-N, beam search, lookahead and DVTS against the PRM, every node stored.
+"""Flow `search`: majority, best-of-N, beam search, lookahead and DVTS against the PRM, every node stored.
 
 The story: plan one search run per (strategy, M, k, budget N, seed) on the first
 `search.problems` test problems; skip the runs already in the warehouse; run the rest
@@ -22,7 +22,7 @@ from models.generator import Generator, open_generator
 from models.prm import PRM
 from tasks.problems import Problem, load_problems
 from tasks.sampling import problems_table, stable_hash
-from tasks.search import STRATEGIES, SearchParams
+from tasks.search import SELECTION, STRATEGIES, SearchParams
 from tasks.search.records import to_tables
 from tasks.search_report import findings, plot_search, search_markdown, search_metrics
 from tasks.tracking import log_config, log_metrics, publish_report
@@ -38,7 +38,7 @@ def plan(cfg: SearchConfig, context: str) -> list[SearchParams]:
     common = dict(temperature=cfg.temperature, max_rounds=cfg.max_rounds, step_tokens=cfg.step_tokens,
                   max_tokens=cfg.max_tokens, context=context)
     for strategy in cfg.strategies:
-        shapes = [(1, 0)] if strategy == "best_of_n" else [
+        shapes = [(1, 0)] if strategy in ("best_of_n", "majority") else [
             (m, k) for m in cfg.widths for k in (cfg.lookahead_depths if strategy == "lookahead" else [0])]
         for m, k in shapes:
             for n in cfg.budgets:
@@ -52,7 +52,8 @@ def plan(cfg: SearchConfig, context: str) -> list[SearchParams]:
 def run_search(params: SearchParams, problems: Sequence[Problem], generator: Generator, scorer: PRM,
                run_id: str, scorer_id: str):  # -> (search_nodes, selections) Arrow tables
     searches = STRATEGIES[params.strategy](problems, generator, scorer, params)
-    return to_tables(searches, params, run_id, scorer_id, generator.n_params, scorer.n_params)
+    return to_tables(searches, params, run_id, scorer_id, generator.n_params, scorer.n_params,
+                     SELECTION.get(params.strategy, "weighted"))
 
 
 @flow(name=STAGE, log_prints=True)

@@ -19,7 +19,7 @@ EASY_LEVELS = (1, 2)  # the embedded task's easy levels (`#` with few steps)
 
 
 def variant(row: dict) -> str:
-    return {"best_of_n": "best-of-N", "beam": f"beam M={row['width']}", "dvts": f"DVTS M={row['width']}",
+    return {"majority": "majority", "best_of_n": "best-of-N", "beam": f"beam M={row['width']}", "dvts": f"DVTS M={row['width']}",
             "lookahead": f"lookahead M={row['width']} k={row['lookahead']}"}[row["strategy"]]
 
 

@@ -16,7 +16,7 @@ from tasks.grading import split_steps
 from tasks.sampling import prompt_for
 from tasks.search import STRATEGIES, SearchParams
 from tasks.search.lookahead import score_by_rollout
-from tasks.search.records import to_tables, weighted_answer
+from tasks.search.records import majority_answer, to_tables, weighted_answer
 from tasks.search.tree import DELIMITER, Node, prefix_prompt
 
 PROBLEMS = arith.make_split(TaskConfig(n_test=5), "test")
@@ -65,7 +65,7 @@ def test_beam_counts_per_round_and_finished_beams_are_kept(generator, scorer):
 
 
 def test_budget_accounting_adds_up(generator, scorer):
-    for strategy, kw in (("best_of_n", {"budget": 4}), ("beam", {"budget": 4, "width": 2}),
+    for strategy, kw in (("majority", {"budget": 4}), ("best_of_n", {"budget": 4}), ("beam", {"budget": 4, "width": 2}),
                          ("lookahead", {"budget": 4, "width": 2, "depth": 1}), ("dvts", {"budget": 4, "width": 2})):
         params, searches = _run(strategy, generator, scorer, **kw)
         nodes, selections = to_tables(searches, params, "run", "scorer", generator.n_params, scorer.n_params)
@@ -78,13 +78,14 @@ def test_budget_accounting_adds_up(generator, scorer):
                 by_problem[r["problem_id"]] + sum(n["lookahead_steps"] for n in mine)
             assert r["prompt_tokens"] == sum(n["prompt_tokens"] + n["lookahead_prompt_tokens"] for n in mine)
             assert r["generated_tokens"] == sum(n["generated_tokens"] + n["lookahead_generated_tokens"] for n in mine)
-            assert r["scored_tokens"] == sum(n["scored_tokens"] for n in mine) > 0
+            assert r["scored_tokens"] == sum(n["scored_tokens"] for n in mine)
+            assert (r["scored_tokens"] > 0) == (strategy != "majority")  # majority needs no PRM
             assert r["flops"] == pytest.approx(2 * generator.n_params * (r["prompt_tokens"] + r["generated_tokens"])
                                                + 2 * scorer.n_params * r["scored_tokens"])
             assert r["charged"] == params.budget * (params.depth + 1)
             assert 1 <= r["finals"] <= params.budget
-        if strategy == "best_of_n":
-            assert all(r["generations"] == 4 for r in rows)
+        if strategy in ("best_of_n", "majority"):
+            assert all(r["generations"] == 4 and r["finals"] == 4 for r in rows)
         if strategy == "lookahead":
             assert sum(n["lookahead_steps"] for n in nodes.to_pylist()) > 0
         assert len(set(nodes.column("node_id").to_pylist())) == nodes.num_rows
@@ -124,11 +125,13 @@ def test_dvts_subtrees_never_share_nodes(generator, scorer):
         assert len({f.subtree for f in search.finals}) == len(search.finals)  # one final per subtree at most
 
 
-def test_weighted_answer_and_plan():
+def test_weighted_and_majority_answers_and_plan():
     assert weighted_answer(["1", "2", "2", None], [0.9, 0.5, 0.5, 5.0]) == "2"
+    assert weighted_answer(["1", "2", "2"], [0.9, 0.3, 0.3]) == "1"
+    assert majority_answer(["1", "2", "2", None, None, None]) == "2"  # unparseable never wins
     assert weighted_answer([None], [1.0]) is None
     runs = plan(SearchConfig(budgets=[2, 8], widths=[4], lookahead_depths=[1, 3], seeds=[0, 1]), "ctx")
     names = Counter((r.strategy, r.budget) for r in runs)
     assert names[("beam", 2)] == 0 and names[("beam", 8)] == 2  # M > N is skipped
-    assert names[("lookahead", 8)] == 4 and names[("best_of_n", 2)] == 2
+    assert names[("lookahead", 8)] == 4 and names[("best_of_n", 2)] == 2 and names[("majority", 8)] == 2
     assert len({r.key() for r in runs}) == len(runs)

@@ -13,16 +13,20 @@ from collections.abc import Callable, Sequence
 from models.generator import Generator
 from models.prm import StepScorer
 from tasks.problems import Problem
-from tasks.search import beam, best_of_n, dvts, lookahead
+from tasks.search import beam, best_of_n, dvts, lookahead, majority
 from tasks.search.tree import Node, ProblemSearch, SearchParams
 
 Strategy = Callable[[Sequence[Problem], Generator, StepScorer, SearchParams], dict[str, ProblemSearch]]
 
 STRATEGIES: dict[str, Strategy] = {
     "best_of_n": best_of_n.search,
+    "majority": majority.search,
     "beam": beam.search,
     "lookahead": lookahead.search,
     "dvts": dvts.search,
 }
 
-__all__ = ["Node", "ProblemSearch", "SearchParams", "STRATEGIES", "Strategy"]
+# How each strategy picks its answer from its final candidates (default: best-of-N weighted).
+SELECTION: dict[str, str] = {"majority": majority.SELECTION}
+
+__all__ = ["Node", "ProblemSearch", "SearchParams", "SELECTION", "STRATEGIES", "Strategy"]

@@ -1,7 +1,8 @@
 """From a finished search to warehouse rows: every node, and the answer picked per problem.
 
 The final answer is best-of-N weighted over the strategy's final candidates (sum of
-last-step scores per answer), the paper's choice for every strategy. Compute is counted
+last-step scores per answer), the paper's choice for every search; majority vote counts
+answers instead. Compute is counted
 per problem: generations in the paper's unit, tokens the generator read and wrote
 (lookahead rollouts included), tokens the PRM read, and FLOPs = 2 * params * tokens.
 """
@@ -23,8 +24,14 @@ def weighted_answer(answers: list[str | None], scores: list[float]) -> str | Non
     return max(sorted(totals), key=lambda a: totals[a]) if totals else None
 
 
+def majority_answer(answers: list[str | None]) -> str | None:
+    """The most frequent parseable answer (ties: the smallest, so the choice repeats)."""
+    return weighted_answer(answers, [1.0] * len(answers))
+
+
 def to_tables(searches: dict[str, ProblemSearch], params: SearchParams, run_id: str, scorer_id: str,
-              generator_params: int, scorer_params: int) -> tuple[pa.Table, pa.Table]:
+              generator_params: int, scorer_params: int, rule: str = "weighted") -> tuple[pa.Table, pa.Table]:
+    """`rule`: 'weighted' (best-of-N weighted over the finals) or 'majority' (vote count)."""
     key = params.key()
     nodes: list[dict] = []
     selections: list[dict] = []
@@ -41,7 +48,9 @@ def to_tables(searches: dict[str, ProblemSearch], params: SearchParams, run_id: 
                 "lookahead_generated_tokens": n.lookahead_generated_tokens, "finished": n.finished, "kept": n.kept,
             })
         graded = [grade(problem, DELIMITER.join(f.steps)) for f in search.finals]
-        answer = weighted_answer([a for a, _ in graded], [f.score for f in search.finals])
+        answers = [a for a, _ in graded]
+        answer = (majority_answer(answers) if rule == "majority"
+                  else weighted_answer(answers, [f.score for f in search.finals]))
         correct = answer is not None and any(a == answer and ok for a, ok in graded)
         prompt = sum(n.prompt_tokens + n.lookahead_prompt_tokens for n in search.nodes)
         generated = sum(n.generated_tokens + n.lookahead_generated_tokens for n in search.nodes)
