@@ -54,7 +54,8 @@ def findings(rows: Sequence[dict]) -> list[str]:
     if not rows:
         return ["no search results"]
     budgets = sorted({r["budget"] for r in rows})
-    small, large = budgets[0], budgets[-1]
+    searched = sorted({r["budget"] for r in rows if r["strategy"] == "beam"}) or budgets
+    small, large = searched[0], budgets[-1]  # the smallest budget at which beam search ran
     lines = []
     bon = _at(rows, "best_of_n", 0, small)
     beams = _at(rows, "beam", 0, small)
