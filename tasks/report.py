@@ -19,6 +19,15 @@ import pyarrow as pa  # noqa: E402
 from tasks.metrics import ProblemSamples, answer_prior, bank_curves  # noqa: E402
 from warehouse.store import Warehouse  # noqa: E402
 
+def save_figure(fig: plt.Figure, path: Path) -> Path:
+    """Every report plot is saved the same way: tight, 110 dpi PNG, figure closed."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 METRIC_LABELS = {"pass": "pass@k (oracle)", "majority": "majority@k", "guess": "guessing baseline"}
 
 
@@ -111,8 +120,4 @@ def plot_bank(report: BankReport, path: Path) -> Path:
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].set_ylim(0, 1.02)
     axes[0][-1].legend(loc="lower right", fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -15,6 +15,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from tasks.report import save_figure  # noqa: E402
+
 EASY_LEVELS = (1, 2)  # the embedded task's easy levels (`#` with few steps)
 
 
@@ -117,8 +119,4 @@ def plot_search(rows: Sequence[dict], path: Path) -> Path:
         ax.set(title=f"all levels vs {label}", xlabel=label, ylim=(0, 1.02))
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=6, loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -16,6 +16,8 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+from tasks.report import save_figure  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
@@ -74,11 +76,7 @@ def plot_calibration(q: Quality, path: Path) -> Path:
     ax.set(xlabel="predicted step value", ylabel="MC label (held-out problems)", xlim=(0, 1), ylim=(0, 1),
            title=f"PRM calibration, step AUC {q.auc:.3f}")
     ax.legend(loc="upper left")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def curves_table(points: Sequence[CurvePoint], bank: str, scorer: str, run_id: str, resamples: int) -> pa.Table:
@@ -173,8 +171,4 @@ def plot_curves(points: Sequence[CurvePoint], path: Path, aggregation: str = "la
         ax.set(title="all levels" if level == 0 else f"level {level}", xlabel="N (samples)", ylim=(0, 1.02))
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=7, loc="lower right")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
