@@ -105,6 +105,17 @@ class BankConfig(Frozen):
     seed: int = 0
     split: Literal["test", "train"] = "test"
     problems_per_chunk: int = Field(default=25, ge=1, description="problems generated and committed together")
+    output: Literal["warehouse", "shards"] = Field(
+        default="warehouse", description="shards: a worker on another machine writes Parquet chunk folders under "
+        "<workdir>/shards for `ttscale load-shards` instead of opening the warehouse")
+    shard_index: int = Field(default=0, ge=0, description="this worker samples problems with index % count == this")
+    shard_count: int = Field(default=1, ge=1, description="how many workers split the problems")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> "BankConfig":
+        if self.shard_index >= self.shard_count:
+            raise ValueError("shard_index must be below shard_count")
+        return self
 
 
 class LabelConfig(Frozen):

@@ -24,6 +24,7 @@ from tasks.report import build_bank_report, plot_bank
 from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
 from tasks.tracking import log_config, log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run
+from warehouse.shards import write_chunk, written_chunks
 from warehouse.store import Warehouse
 
 STAGE = "sample-bank"
@@ -51,6 +52,9 @@ def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
     spec = sampling_spec(config.bank)
     bank = bank_id(fingerprint(model_dir), spec)
     run_id = stable_hash(STAGE, bank, config.generator.backend)
+
+    if config.bank.output == "shards":  # a worker: never opens the warehouse (one writer per file)
+        return _sample_to_shards(config, wd, model_dir, split, spec, bank, run_id)
 
     with Warehouse(wd.warehouse) as wh:
         wh.insert("problems", problems_table(problems))
@@ -92,3 +96,24 @@ def _sample_pending(wh: Warehouse, config: PipelineConfig, model_dir: Path, todo
             with wh.transaction():
                 wh.insert("candidates", candidates)
                 wh.insert("steps", steps)
+
+
+def _sample_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, split: list[Problem],
+                      spec: SamplingSpec, bank: str, run_id: str) -> str:
+    """Sample this worker's share of the problems into Parquet chunk folders; skip chunks already written."""
+    logger = get_run_logger()
+    cfg = config.bank
+    mine = [p for p in split if p.index % cfg.shard_count == cfg.shard_index]
+    root = wd.shards / STAGE / bank
+    size = cfg.problems_per_chunk
+    chunks = [mine[i : i + size] for i in range(0, len(mine), size)]
+    done = written_chunks(root)
+    todo = [(cid, c) for c in chunks if (cid := stable_hash(bank, [p.problem_id for p in c])) not in done]
+    logger.info("worker %d/%d of bank %s: %d of %d chunks to sample into %s", cfg.shard_index, cfg.shard_count,
+                bank, len(todo), len(chunks), root)
+    if todo:
+        with open_generator(config.generator, model_dir) as generator:
+            for cid, chunk in tqdm(todo, desc=f"{STAGE} shard {cfg.shard_index}", unit="chunk"):
+                candidates, steps = sample_and_grade(generator, chunk, spec, bank, run_id, config.generator.model)
+                write_chunk(root, cid, {"problems": problems_table(chunk), "candidates": candidates, "steps": steps})
+    return bank

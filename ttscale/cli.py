@@ -38,6 +38,7 @@ def _config(preset: str):  # -> PipelineConfig
 
 def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command needs them
     from flows.label_steps import label_steps
+    from flows.load_shards import load_shards
     from flows.pipeline import pipeline
     from flows.sample_bank import sample_bank
     from flows.score_bank import score_bank
@@ -46,7 +47,8 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
     from flows.train_prm import train_prm
 
     return {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
-            "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank, "search": search}
+            "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank, "search": search,
+            "load-shards": load_shards}
 
 
 def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
@@ -76,6 +78,8 @@ STAGES = {
     "train-prm": ("train-prm", "Train the process reward model on the step labels; register it as ttscale-prm."),
     "score-bank": ("score-bank", "Score every bank candidate's steps with the PRM; write accuracy-vs-N curves "
                                  "per selection rule."),
+    "load-shards": ("load-shards", "Ingest the Parquet chunk folders that sampling workers on other machines wrote "
+                                   "(bank.output: shards) into the warehouse; loading twice adds nothing."),
     "search": ("search", "Best-of-N, beam search, lookahead and DVTS against the PRM; every node stored; "
                          "accuracy vs budget, tokens and FLOPs."),
 }

@@ -62,6 +62,11 @@ class Workdir:
         return self.root / "models"
 
     @property
+    def shards(self) -> Path:
+        """Parquet chunk folders from workers that must not open the warehouse (warehouse/shards.py)."""
+        return self.root / "shards"
+
+    @property
     def reports(self) -> Path:
         return self.root / "reports"
 

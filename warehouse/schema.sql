@@ -158,3 +158,10 @@ CREATE TABLE IF NOT EXISTS selections (
     flops            DOUBLE NOT NULL,      -- 2 * params * tokens, generator and PRM
     PRIMARY KEY (search_key, problem_id)
 );
+
+-- Parquet shard folders (one per chunk, written by workers that must not open this file)
+-- already ingested by the loader: loading twice adds nothing.
+CREATE TABLE IF NOT EXISTS loaded_shards (
+    path      VARCHAR PRIMARY KEY,
+    loaded_at TIMESTAMP NOT NULL
+);

@@ -1,0 +1,32 @@
+"""Flow `load-shards`: the one writer ingests what workers on other machines wrote as Parquet.
+
+The story: find every complete chunk folder under `<workdir>/shards/<stage>/<bank>/`
+not loaded yet and insert each in one transaction (problems, then candidates, then
+steps), recording it in `loaded_shards`. Afterwards `sample-bank` (warehouse mode) finds
+the bank complete and writes its report.
+"""
+
+from __future__ import annotations
+
+from prefect import flow, get_run_logger
+
+from configs.schema import PipelineConfig
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir
+from warehouse.shards import load_shards as ingest
+from warehouse.store import Warehouse
+
+STAGE = "load-shards"
+
+
+@flow(name=STAGE, log_prints=True)
+def load_shards(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> dict[str, int]:
+    """Ingest every worker shard not yet in the warehouse; returns rows added per table."""
+    logger = get_run_logger()
+    wd = Workdir.at(workdir)
+    added: dict[str, int] = {}
+    with Warehouse(wd.warehouse) as wh:
+        for bank_dir in sorted(p for stage in wd.shards.glob("*") for p in stage.glob("*") if p.is_dir()):
+            for table, rows in ingest(wh, bank_dir, order=("problems", "candidates", "steps")).items():
+                added[table] = added.get(table, 0) + rows
+    logger.info("loaded shards from %s: %s", wd.shards, added or "nothing new")
+    return added
