@@ -37,17 +37,20 @@ def main() -> None:
     tiny = load_config("tiny")
     problems = [p for p in load_problems(tiny.task) if p.split == "test"][: args.problems]
     scorer = PRM(wd.models / "prm", batch_size=tiny.scoring.batch_size, threads=tiny.scoring.threads)
-    timed_score = scorer.score_with_tokens
     spent = {"score": 0.0}
 
-    def score_with_tokens(prompts, steps):
-        start = time.perf_counter()
-        try:
-            return timed_score(prompts, steps)
-        finally:
-            spent["score"] += time.perf_counter() - start
+    def timed(method):
+        def wrapper(*args, **kwargs):
+            start = time.perf_counter()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                spent["score"] += time.perf_counter() - start
+        return wrapper
 
-    scorer.score_with_tokens = score_with_tokens  # time the PRM's share of each strategy
+    # time the PRM's share of each strategy, whichever scoring entry point it uses
+    scorer.score_with_tokens = timed(scorer.score_with_tokens)
+    scorer.score_extensions = timed(scorer.score_extensions)
     print(f"machine: {os.cpu_count()} CPUs; backend {args.backend}; {len(problems)} problems, N={args.budget}, "
           f"M={args.width}")
     with open_generator(tiny.generator.model_copy(update={"backend": args.backend}), wd.models / "base") as gen:

@@ -26,7 +26,8 @@ from typing import Protocol
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, PreTrainedTokenizerBase
+from transformers import (AutoConfig, AutoModelForTokenClassification, AutoTokenizer, DynamicCache,
+                          PreTrainedTokenizerBase)
 
 from configs.schema import PRMConfig
 from tasks import arith
@@ -44,6 +45,11 @@ class StepScorer(Protocol):
     def score_with_tokens(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]
                           ) -> tuple[list[list[float]], list[list[int]]]:
         """The same scores, and for each how many tokens it read (for compute accounting)."""
+        ...
+
+    def score_extensions(self, groups: Sequence[tuple[str, Sequence[str], Sequence[str]]]
+                         ) -> list[list[tuple[float, int]]]:
+        """(prompt, shared steps, next steps) groups -> (score, tokens read) of each next step."""
         ...
 
 
@@ -171,6 +177,64 @@ class PRM:
 
     def score(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[list[float]]:
         return self.score_with_tokens(prompts, step_lists)[0]
+
+    @torch.inference_mode()
+    def score_extensions(self, groups: Sequence[tuple[str, Sequence[str], Sequence[str]]]
+                         ) -> list[list[tuple[float, int]]]:
+        """Score one new step on each of several paths that share a prefix, reading the prefix once.
+
+        A group is (prompt, shared steps, candidate next steps). Search expands each kept
+        beam by M children; scoring each child's whole path would read the shared prefix M
+        times. Here the prefixes of a batch of groups run once (left-padded) into a KV
+        cache, which is then repeated per child, and only the children's new tokens run on
+        top. Returns (score of the new step, tokens that score has read) per child.
+        """
+        out: list[list[tuple[float, int]]] = [[] for _ in groups]
+        backbone = self.model.base_model
+        for start in range(0, len(groups), self.batch_size):
+            batch = list(range(start, min(start + self.batch_size, len(groups))))
+            prefixes = [self.tokenizer(groups[g][0] + "".join(st + arith.STEP_DELIMITER for st in groups[g][1]))
+                        ["input_ids"] for g in batch]
+            width = max(len(x) for x in prefixes)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, x in enumerate(prefixes):  # left padding: every prefix ends at the same column
+                ids[row, width - len(x):] = torch.tensor(x)
+                mask[row, width - len(x):] = 1
+            cache = DynamicCache(config=self.model.config)
+            backbone(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device), past_key_values=cache,
+                     use_cache=True)
+            owners, tails = [], []
+            for row, g in enumerate(batch):
+                for child in groups[g][2]:
+                    owners.append(row)
+                    tails.append(self.tokenizer(child + (self.separator or ""), add_special_tokens=False)["input_ids"]
+                                 or [self.pad_id])
+            if not owners:
+                continue
+            cache.batch_select_indices(torch.tensor(owners, device=self.device))
+            tail_width = max(len(t) for t in tails)
+            tail_ids = torch.full((len(tails), tail_width), self.pad_id, dtype=torch.long)
+            tail_mask = torch.zeros((len(tails), tail_width), dtype=torch.long)
+            for row, t in enumerate(tails):
+                tail_ids[row, : len(t)] = torch.tensor(t)
+                tail_mask[row, : len(t)] = 1
+            prefix_len = mask.sum(-1)[owners]
+            positions = prefix_len[:, None] + torch.arange(tail_width)[None, :]
+            hidden = backbone(input_ids=tail_ids.to(self.device),
+                              attention_mask=torch.cat([mask[owners], tail_mask], dim=1).to(self.device),
+                              position_ids=positions.to(self.device), past_key_values=cache,
+                              use_cache=True).last_hidden_state
+            last = torch.tensor([len(t) - 1 for t in tails], device=self.device)
+            logits = self.model.score(hidden[torch.arange(len(tails), device=self.device), last]).float()
+            probs = step_probabilities(logits).cpu().tolist()
+            k = 0
+            for row, g in enumerate(batch):
+                for _ in groups[g][2]:
+                    out[g].append((probs[k], int(prefix_len[k]) + len(tails[k])))
+                    k += 1
+        return out
 
 
 # --- training --------------------------------------------------------------------------

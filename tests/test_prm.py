@@ -98,6 +98,24 @@ def test_batching_does_not_change_scores(base_model_dir: Path, tmp_path: Path):
     assert [pytest.approx(a, abs=1e-5) for a in one] == many
 
 
+def test_scoring_extensions_over_a_shared_prefix_equals_scoring_whole_paths(base_model_dir: Path, tmp_path: Path):
+    train_prm(PRMConfig(mode="head", epochs=1, batch_size=8), base_model_dir, _solutions(), tmp_path / "p")
+    scorer = PRM(tmp_path / "p", batch_size=2)  # several batches, prefixes of different lengths
+    groups = []
+    for s in _solutions():
+        for cut in range(len(s.steps)):
+            if len(s.prompt) + sum(len(x) + 2 for x in s.steps[: cut + 1]) < scorer.max_len - 4:  # no truncation
+                groups.append((s.prompt, s.steps[:cut], [s.steps[cut], "00: 1234#1111=2345", "ans=0000"]))
+    assert len({len(g[1]) for g in groups}) > 2  # prefixes of several lengths share batches
+    ext = scorer.score_extensions(groups)
+    whole = scorer.score_with_tokens([g[0] for g in groups for _ in g[2]],
+                                     [list(g[1]) + [c] for g in groups for c in g[2]])
+    flat = [x for row in ext for x in row]
+    assert [len(row) for row in ext] == [3] * len(groups)
+    assert [score for score, _ in flat] == pytest.approx([s[-1] for s in whole[0]], abs=1e-5)
+    assert [tokens for _, tokens in flat] == [t[-1] for t in whole[1]]
+
+
 def _external_prm(path: Path) -> Path:
     """A tiny model of Qwen2.5-Math-PRM's shape: 2-class token classification read at `<extra_0>`."""
     tok = tiny.build_tokenizer()

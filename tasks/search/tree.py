@@ -100,13 +100,17 @@ def prefix_prompt(problem: Problem, steps: Sequence[str]) -> str:
 
 def score_last_step(nodes: list[Node], problems: dict[str, Problem], generator: Generator,
                     scorer: StepScorer, params: SearchParams) -> None:
-    """The PRM's score at each node's last step (one forward pass per path)."""
-    if not nodes:
-        return
-    scores, tokens = scorer.score_with_tokens([prompt_for(problems[n.problem_id]) for n in nodes],
-                                              [list(n.steps) for n in nodes])
-    for node, s, t in zip(nodes, scores, tokens):
-        node.score, node.scored_tokens = (s[-1], t[-1]) if s else (0.0, 0)
+    """The PRM's score at each node's last step. Siblings share their path up to that step,
+    so the scorer reads each shared prefix once (a KV cache) and only the new steps on top."""
+    groups: dict[tuple[str, tuple[str, ...]], list[Node]] = {}
+    for node in nodes:
+        groups.setdefault((node.problem_id, node.steps[:-1]), []).append(node)
+    keys = list(groups)
+    results = scorer.score_extensions([(prompt_for(problems[pid]), prefix, [n.text for n in groups[(pid, prefix)]])
+                                       for pid, prefix in keys])
+    for key, scored in zip(keys, results):
+        for node, (score, tokens) in zip(groups[key], scored):
+            node.score, node.scored_tokens = score, tokens
 
 
 def _children(parent: Node | None, problem: Problem, completions, params: SearchParams, round_: int,
