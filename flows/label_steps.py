@@ -39,8 +39,8 @@ def label_bank_id(model_fingerprint: str, labels: LabelConfig) -> str:
     return stable_hash(METHOD, model_fingerprint, asdict(label_spec(labels)), labels.rollouts)
 
 
-def label_problems(config: PipelineConfig) -> list[Problem]:
-    train = [p for p in load_problems(config.task) if p.split == "train"]
+def label_problems(config: PipelineConfig, problems: Sequence[Problem]) -> list[Problem]:
+    train = [p for p in problems if p.split == "train"]
     if not train:
         raise ValueError("label-steps needs train-split problems: set task.n_train > 0")
     return train[: config.labels.problems]
@@ -58,12 +58,13 @@ def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)
-    problems = label_problems(config)
+    all_problems = load_problems(config.task)
+    problems = label_problems(config, all_problems)
     spec = label_spec(config.labels)
     bank = label_bank_id(fingerprint(model_dir), config.labels)
     run_id = stable_hash(STAGE, bank, config.generator.backend)
     with Warehouse(wd.warehouse) as wh:
-        wh.insert("problems", problems_table(load_problems(config.task)))
+        wh.insert("problems", problems_table(all_problems))
         todo = pending(wh, bank, problems, spec.n, method=METHOD)
         logger.info("labels %s: %d of %d train problems to label", bank, len(todo), len(problems))
         if not todo and wh.is_finished(run_id):

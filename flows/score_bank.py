@@ -52,6 +52,11 @@ def resolve_prm(spec: str, wd: Workdir) -> Path:
     return path
 
 
+def scorer_key(prm_dir: Path, step_separator: str | None) -> str:
+    """A scorer is one PRM's weights plus how steps are presented to it."""
+    return stable_hash("scorer", fingerprint(prm_dir), step_separator)
+
+
 @task(cache_policy=NO_CACHE)
 def score_chunk(scorer: PRM, rows: list[dict], problems: dict[str, Problem], scorer_id: str, run_id: str) -> pa.Table:
     scores, tokens = scorer.score_with_tokens([prompt_for(problems[r["problem_id"]]) for r in rows],
@@ -105,7 +110,7 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
     model_dir = wd.require_model(config.generator.model)
     bank = bank_id(fingerprint(model_dir), sampling_spec(config.bank))
     prm_dir = resolve_prm(config.scoring.prm, wd)
-    scorer_id = stable_hash("scorer", fingerprint(prm_dir), config.scoring.step_separator)
+    scorer_id = scorer_key(prm_dir, config.scoring.step_separator)
     run_id = stable_hash(STAGE, bank, scorer_id, config.scoring.resamples)
     problems = {p.problem_id: p for p in load_problems(config.task)}
     cfg = config.scoring

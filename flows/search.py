@@ -17,7 +17,7 @@ from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from configs.schema import PipelineConfig, SearchConfig
-from flows.score_bank import resolve_prm
+from flows.score_bank import resolve_prm, scorer_key
 from models.generator import Generator, open_generator
 from models.prm import PRM
 from tasks.problems import Problem, load_problems
@@ -63,7 +63,7 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)
     prm_dir = resolve_prm(config.scoring.prm, wd)
-    scorer_id = stable_hash("scorer", fingerprint(prm_dir), config.scoring.step_separator)
+    scorer_id = scorer_key(prm_dir, config.scoring.step_separator)
     context = stable_hash(fingerprint(model_dir), scorer_id, config.generator.backend)
     all_problems = load_problems(config.task)
     problems = [p for p in all_problems if p.split == "test"][: config.search.problems]

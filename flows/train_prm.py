@@ -61,9 +61,10 @@ def train_prm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     base_dir = wd.require_model(config.generator.model)
-    label_bank = label_bank_id(fingerprint(base_dir), config.labels)
+    base_fingerprint = fingerprint(base_dir)
+    label_bank = label_bank_id(base_fingerprint, config.labels)
     out = wd.models / "prm"
-    key = stable_hash(STAGE, label_bank, config.prm.model_dump(), fingerprint(base_dir))
+    key = stable_hash(STAGE, label_bank, config.prm.model_dump(), base_fingerprint)
     if trained_record(out, key) is not None:
         logger.info("PRM already trained on labels %s with these settings: %s", label_bank, out)
         return str(out)

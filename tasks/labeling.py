@@ -22,7 +22,7 @@ from models.generator import Generator, SamplingSpec
 from tasks import arith
 from tasks.grading import grade
 from tasks.problems import Problem
-from tasks.sampling import prompt_for, sample_chunk
+from tasks.sampling import prefix_prompt, sample_chunk
 
 METHOD = "label"
 DELIMITER = arith.STEP_DELIMITER
@@ -32,11 +32,6 @@ LABEL_SCHEMA = pa.schema([
     ("rollouts", pa.int32()), ("correct", pa.int32()), ("label", pa.float64()),
     ("prompt_tokens", pa.int64()), ("generated_tokens", pa.int64()), ("flops", pa.float64()),
 ])
-
-
-def rollout_prompt(problem: Problem, steps: Sequence[str], upto: int) -> str:
-    """The problem's prompt followed by the first `upto` steps, ready for the next step."""
-    return prompt_for(problem) + DELIMITER.join(steps[:upto]) + DELIMITER
 
 
 def label_chunk(
@@ -61,7 +56,7 @@ def label_chunk(
         parts = step_texts.get(cid, [])
         requests += [(cid, i, by_id[pid], parts) for i in range(len(parts) - 1)]
     rollout_spec = replace(spec, n=rollouts)
-    outs = generator.generate([rollout_prompt(p, parts, i + 1) for _, i, p, parts in requests], rollout_spec)
+    outs = generator.generate([prefix_prompt(p, parts[: i + 1]) for _, i, p, parts in requests], rollout_spec)
 
     rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
 

@@ -39,6 +39,12 @@ def prompt_for(problem: Problem) -> str:
     )
 
 
+def prefix_prompt(problem: Problem, steps: Sequence[str]) -> str:
+    """The prompt that continues a partial solution: the problem, its steps so far, a fresh step.
+    Labeling rollouts and every search round generate from it."""
+    return prompt_for(problem) + "".join(s + arith.STEP_DELIMITER for s in steps)
+
+
 def pending(wh: Warehouse, bank: str, problems: Sequence[Problem], n: int, method: str = "sample") -> list[Problem]:
     """Problems whose bank is not yet complete (chunks commit whole, so this is exact)."""
     done = wh.query(

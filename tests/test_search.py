@@ -13,11 +13,11 @@ from models.generator import SamplingSpec, open_generator
 from models.prm import PRM, LabeledSolution, train_prm
 from tasks import arith
 from tasks.grading import split_steps
-from tasks.sampling import prompt_for
+from tasks.sampling import prefix_prompt, prompt_for
 from tasks.search import STRATEGIES, SearchParams
 from tasks.search.lookahead import score_by_rollout
 from tasks.search.records import majority_answer, to_tables, weighted_answer
-from tasks.search.tree import DELIMITER, Node, prefix_prompt
+from tasks.search.tree import DELIMITER, Node
 
 PROBLEMS = arith.make_split(TaskConfig(n_test=5), "test")
 

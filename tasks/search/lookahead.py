@@ -11,7 +11,8 @@ from models.generator import Generator, SamplingSpec
 from models.prm import StepScorer
 from tasks.problems import Problem
 from tasks.search.beam import keep_top
-from tasks.search.tree import DELIMITER, Node, ProblemSearch, SearchParams, grow, prefix_prompt, score_last_step
+from tasks.sampling import prefix_prompt
+from tasks.search.tree import DELIMITER, Node, ProblemSearch, SearchParams, grow, score_last_step
 
 
 def score_by_rollout(nodes: list[Node], problems: dict[str, Problem], generator: Generator,

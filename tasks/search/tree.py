@@ -16,7 +16,7 @@ from models.generator import Generator, SamplingSpec
 from models.prm import StepScorer
 from tasks import arith
 from tasks.problems import Problem
-from tasks.sampling import prompt_for, stable_hash
+from tasks.sampling import prefix_prompt, prompt_for, stable_hash
 
 DELIMITER = arith.STEP_DELIMITER
 
@@ -44,11 +44,6 @@ class SearchParams:
         """The budget this run spends in the paper's unit: N, or N(k+1) with a k-step lookahead."""
         return self.budget * (self.depth + 1)
 
-    @property
-    def label(self) -> str:
-        extra = {"beam": f" M={self.width}", "dvts": f" M={self.width}",
-                 "lookahead": f" M={self.width} k={self.depth}"}.get(self.strategy, "")
-        return self.strategy + extra
 
 
 @dataclass
@@ -91,11 +86,6 @@ class ProblemSearch:
 KeepRule = Callable[[list[Node], ProblemSearch, SearchParams], tuple[list[Node], list[Node]]]
 # score(children of every problem, generator, scorer, params) -> scores set on the nodes, in place
 ScoreRule = Callable[[list[Node], dict[str, Problem], Generator, StepScorer, SearchParams], None]
-
-
-def prefix_prompt(problem: Problem, steps: Sequence[str]) -> str:
-    """The prompt a beam continues from: the problem, then its steps, then a fresh step."""
-    return prompt_for(problem) + "".join(s + DELIMITER for s in steps)
 
 
 def score_last_step(nodes: list[Node], problems: dict[str, Problem], generator: Generator,
