@@ -184,6 +184,86 @@ class SearchConfig(Frozen):
         return self
 
 
+class RevisionDataConfig(Frozen):
+    """Revision training data: many solutions per train problem, wrong ones placed before right ones."""
+
+    problems: int = Field(default=200, ge=1, description="train-split problems sampled (the first N)")
+    samples: int = Field(default=16, ge=2, description="solutions sampled per problem (paper: 64)")
+    temperature: float = Field(default=1.0, ge=0, description="paper: higher than for the bank")
+    max_tokens: int = Field(default=320, ge=1)
+    seed: int = 0
+    max_context: int = Field(default=4, ge=0, le=8, description="most incorrect attempts before the target (paper: 4)")
+    trajectories_per_problem: int = Field(default=4, ge=1, description="correct solutions used as targets, per problem")
+    reference_targets: bool = Field(
+        default=False, description="also use the task's reference solution as a target (for a model too weak to "
+        "solve many train problems itself; the paper uses only the model's own correct samples)")
+    problems_per_chunk: int = Field(default=50, ge=1)
+
+
+class ReviserConfig(Frozen):
+    """Fine-tuning the revision model from the base model; loss on the target attempt only."""
+
+    mode: Literal["full", "lora"] = Field(default="full", description="full for the embedded model, lora for large ones")
+    epochs: int = Field(default=2, ge=1)
+    max_updates: int = Field(default=400, ge=1, description="stop after this many updates even mid-epoch")
+    batch_size: int = Field(default=8, ge=1, description="trajectories per update")
+    max_seq_len: int = Field(default=2048, ge=64, description="tokens of context the reviser is trained and served at")
+    learning_rate: float = Field(default=3e-4, gt=0)
+    warmup_updates: int = Field(default=20, ge=0)
+    lora_r: int = Field(default=16, ge=1)
+    lora_alpha: int = Field(default=32, ge=1)
+    seed: int = 0
+    threads: int = Field(default=2, ge=1)
+
+
+class ChainConfig(Frozen):
+    """Revision chains on the test problems: for budget N, N/L chains of length L, L = 1 .. N."""
+
+    problems: int = Field(default=100, ge=1, description="first N test problems (levels interleave)")
+    budget: int = Field(default=8, ge=1, description="largest N (a power of two); every L and smaller N is cut from it")
+    window: int = Field(default=4, ge=0, description="previous attempts of its chain an attempt sees (paper: 4)")
+    chain_sets: int = Field(default=1, ge=1, description="independent repeats of the whole sweep")
+    temperature: float = Field(default=1.0, ge=0)
+    max_tokens: int = Field(default=320, ge=1)
+    seed: int = 0
+    rule: Literal["majority_flat", "majority_hier", "orm_flat", "orm_hier", "prm_flat", "prm_hier"] = Field(
+        default="orm_hier", description="the selection the report's findings use (all rules are stored): majority "
+        "or a verifier's weighted vote, over all attempts (flat) or within each chain, then across (hier)")
+
+    @model_validator(mode="after")
+    def _power_of_two(self) -> "ChainConfig":
+        if self.budget & (self.budget - 1):
+            raise ValueError(f"revisions.chains.budget must be a power of two (got {self.budget})")
+        return self
+
+
+class ORMConfig(Frozen):
+    """The outcome verifier: trained on the revision model's own chains on train problems."""
+
+    problems: int = Field(default=100, ge=1, description="train-split problems the reviser runs chains on")
+    chains: int = Field(default=2, ge=1)
+    length: int = Field(default=4, ge=1)
+    training: PRMConfig = PRMConfig(epochs=4)
+
+
+class RevisionConfig(Frozen):
+    """Sequential revisions (PAPER.md "Revisions"): data, the revision model, its verifier, the sweep."""
+
+    data: RevisionDataConfig = RevisionDataConfig()
+    reviser: ReviserConfig = ReviserConfig()
+    orm: ORMConfig = ORMConfig()
+    chains: ChainConfig = ChainConfig()
+
+    @model_validator(mode="after")
+    def _context_fits(self) -> "RevisionConfig":
+        need = (self.chains.window + 1) * self.chains.max_tokens + 128
+        if self.reviser.max_seq_len < need:
+            raise ValueError(f"revisions.reviser.max_seq_len={self.reviser.max_seq_len} cannot hold "
+                             f"{self.chains.window} previous attempts and a new one of up to {self.chains.max_tokens} "
+                             f"tokens each (needs about {need}): raise it or lower revisions.chains.window")
+        return self
+
+
 class ReportConfig(Frozen):
     majority_resamples: int = Field(default=200, ge=1)
 
@@ -200,4 +280,5 @@ class PipelineConfig(Frozen):
     prm: PRMConfig = PRMConfig()
     scoring: ScoreConfig = ScoreConfig()
     search: SearchConfig = SearchConfig()
+    revisions: RevisionConfig = RevisionConfig()
     report: ReportConfig = ReportConfig()

@@ -10,17 +10,21 @@ from prefect import flow
 
 from configs.schema import PipelineConfig
 from flows.label_steps import label_steps
+from flows.revise import revise
+from flows.revision_data import revision_data
 from flows.sample_bank import sample_bank
 from flows.score_bank import score_bank
 from flows.search import search
 from flows.train_base import train_base
+from flows.train_orm import train_orm
 from flows.train_prm import train_prm
+from flows.train_reviser import train_reviser
 from ttscale.workdir import DEFAULT_WORKDIR
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> dict[str, str]:
-    """Base model, sample bank, step labels, PRM, scored bank with verifier curves, search curves."""
+    """Base model, sample bank, step labels, PRM, verifier curves, search curves, the revision sweep."""
     out: dict[str, str] = {}
     if config.generator.model == "base":
         # 1. The embedded base model, trained from scratch and registered in MLflow.
@@ -37,4 +41,13 @@ def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
     out["scorer_id"] = score_bank(config, workdir)
     # 6. Search against the PRM: best-of-N, beam, lookahead, DVTS; accuracy vs budget.
     search(config, workdir)
+    if config.generator.model == "base":
+        # 7. Revision data: train solutions, wrong ones before a right one (nearest by edit distance).
+        out["revision_data_id"] = revision_data(config, workdir)
+        # 8. The revision model, fine-tuned to write a correct attempt after wrong ones.
+        out["reviser"] = train_reviser(config, workdir)
+        # 9. The outcome verifier, trained on the revision model's own attempts.
+        out["orm"] = train_orm(config, workdir)
+        # 10. Revision chains on the test problems; accuracy over (budget N, chain length L).
+        out["chain_set_id"] = revise(config, workdir)
     return out

@@ -28,6 +28,11 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def overlap_note(a: dict, b: dict) -> str:
+    """Every finding compares two rows with 95% intervals (`lo`, `hi`): say when they overlap."""
+    return " (intervals overlap: not distinguishable here)" if a["lo"] <= b["hi"] and b["lo"] <= a["hi"] else ""
+
+
 METRIC_LABELS = {"pass": "pass@k (oracle)", "majority": "majority@k", "guess": "guessing baseline"}
 
 

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.report import save_figure  # noqa: E402
+from tasks.report import overlap_note, save_figure  # noqa: E402
 
 EASY_LEVELS = (1, 2)  # the embedded task's easy levels (`#` with few steps)
 
@@ -48,7 +48,8 @@ def _at(rows: Sequence[dict], strategy: str, level: int, budget: int) -> list[di
 
 
 def _fmt(r: dict) -> str:
-    return f"{variant(r)} {r['accuracy']:.3f} (seeds {r['seed_min']:.3f}-{r['seed_max']:.3f})"
+    return (f"{variant(r)} {r['accuracy']:.3f} [{r['lo']:.2f}, {r['hi']:.2f}] "
+            f"(seeds {r['seed_min']:.3f}-{r['seed_max']:.3f})")
 
 
 def findings(rows: Sequence[dict]) -> list[str]:
@@ -65,14 +66,14 @@ def findings(rows: Sequence[dict]) -> list[str]:
         best = max(beams, key=lambda r: r["accuracy"])
         verdict = "holds" if best["accuracy"] > bon[0]["accuracy"] else "does not hold"
         lines.append(f"Beam search above best-of-N at a small budget (N={small}): {verdict}: "
-                     f"{_fmt(best)} vs {_fmt(bon[0])}.")
+                     f"{_fmt(best)} vs {_fmt(bon[0])}{overlap_note(best, bon[0])}.")
     for level in EASY_LEVELS:
         bon, beams = _at(rows, "best_of_n", level, large), _at(rows, "beam", level, large)
         if bon and beams:
             best = max(beams, key=lambda r: r["accuracy"])
             verdict = "holds" if bon[0]["accuracy"] >= best["accuracy"] else "does not hold"
             lines.append(f"Best-of-N catches up with beam search on easy problems at a large budget "
-                         f"(level {level}, N={large}): {verdict}: {_fmt(bon[0])} vs {_fmt(best)}.")
+                         f"(level {level}, N={large}): {verdict}: {_fmt(bon[0])} vs {_fmt(best)}{overlap_note(bon[0], best)}.")
     for n in budgets:
         looks, beams = _at(rows, "lookahead", 0, n), _at(rows, "beam", 0, n)
         for look in looks:
@@ -80,7 +81,8 @@ def findings(rows: Sequence[dict]) -> list[str]:
             if same_m:
                 verdict = "holds" if look["accuracy"] < same_m[0]["accuracy"] else "does not hold"
                 lines.append(f"Lookahead below beam search (N={n}; lookahead spends {look['charged']} generations, "
-                             f"beam {same_m[0]['charged']}): {verdict}: {_fmt(look)} vs {_fmt(same_m[0])}.")
+                             f"beam {same_m[0]['charged']}): {verdict}: {_fmt(look)} vs {_fmt(same_m[0])}"
+                             f"{overlap_note(look, same_m[0])}.")
     return lines
 
 
@@ -106,8 +108,7 @@ def plot_search(rows: Sequence[dict], path: Path) -> Path:
     for ax, level in zip(axes[0], levels):
         for name, series in _series(rows, level).items():
             ax.errorbar([r["charged"] for r in series], [r["accuracy"] for r in series],
-                        yerr=[[r["accuracy"] - r["seed_min"] for r in series],
-                              [r["seed_max"] - r["accuracy"] for r in series]],
+                        yerr=[[r["accuracy"] - r["lo"] for r in series], [r["hi"] - r["accuracy"] for r in series]],
                         marker=".", capsize=2, label=name)
         ax.set_xscale("log", base=2)
         ax.set(title="all levels" if level == 0 else f"level {level}", xlabel="generation budget", ylim=(0, 1.02))

@@ -40,15 +40,20 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
     from flows.label_steps import label_steps
     from flows.load_shards import load_shards
     from flows.pipeline import pipeline
+    from flows.revise import revise
+    from flows.revision_data import revision_data
     from flows.sample_bank import sample_bank
     from flows.score_bank import score_bank
     from flows.search import search
     from flows.train_base import train_base
+    from flows.train_orm import train_orm
     from flows.train_prm import train_prm
+    from flows.train_reviser import train_reviser
 
     return {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank, "search": search,
-            "load-shards": load_shards}
+            "load-shards": load_shards, "revision-data": revision_data, "train-reviser": train_reviser,
+            "train-orm": train_orm, "revise": revise}
 
 
 def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
@@ -70,7 +75,8 @@ def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
 # One command per flow: (command, help). `run` is the whole pipeline.
 STAGES = {
     "run": ("pipeline", "Run the whole pipeline: train the embedded model, sample and grade the bank, label "
-                        "steps, train the PRM, score the bank, search against the PRM, write the curves."),
+                        "steps, train the PRM, score the bank, search against the PRM, train the revision "
+                        "model and its verifier, sweep sequential vs parallel revisions, write the curves."),
     "train-base": ("train-base", "Train the embedded ~1M-parameter model from scratch and register it in MLflow."),
     "sample-bank": ("sample-bank", "Sample N candidates per problem, grade them, store them, and report pass@k."),
     "label-steps": ("label-steps", "Label the steps of sampled train-split solutions with Monte-Carlo rollouts "
@@ -82,6 +88,14 @@ STAGES = {
                                    "(bank.output: shards) into the warehouse; loading twice adds nothing."),
     "search": ("search", "Best-of-N, beam search, lookahead and DVTS against the PRM; every node stored; "
                          "accuracy vs budget, tokens and FLOPs."),
+    "revision-data": ("revision-data", "Sample many solutions per train problem and build revision trajectories: "
+                                       "incorrect attempts nearest by edit distance, then a correct one."),
+    "train-reviser": ("train-reviser", "Fine-tune the base model into the revision model (loss on the correct "
+                                       "attempt only); register it as ttscale-reviser."),
+    "train-orm": ("train-orm", "Run revision chains on train problems and train the outcome verifier on them; "
+                               "register it as ttscale-orm."),
+    "revise": ("revise", "Revision chains on the test problems; accuracy over (budget N, chain length L) per "
+                         "selection rule and level; the revision findings."),
 }
 
 

@@ -165,3 +165,54 @@ CREATE TABLE IF NOT EXISTS loaded_shards (
     path      VARCHAR PRIMARY KEY,
     loaded_at TIMESTAMP NOT NULL
 );
+
+-- Revision training data: incorrect attempts (most similar to the target last), then a correct one.
+CREATE TABLE IF NOT EXISTS revision_trajectories (
+    trajectory_id VARCHAR PRIMARY KEY,   -- hash(data_id, problem, target, context)
+    data_id       VARCHAR NOT NULL,      -- hash(solutions bank, trajectory settings)
+    problem_id    VARCHAR NOT NULL,
+    context       VARCHAR[] NOT NULL,    -- incorrect solutions, least similar first
+    distances     INTEGER[] NOT NULL,    -- character edit distance of each to the target
+    target        VARCHAR NOT NULL       -- a correct solution
+);
+
+-- Every attempt of every revision chain: position 0 sees no earlier attempt, position t
+-- sees the last `window` attempts of its chain.
+CREATE TABLE IF NOT EXISTS revision_attempts (
+    attempt_id       VARCHAR PRIMARY KEY,  -- hash(chain_set_id, problem, chain, position)
+    chain_set_id     VARCHAR NOT NULL,     -- hash(reviser, purpose, chain lengths, window, sampling)
+    run_id           VARCHAR NOT NULL,
+    problem_id       VARCHAR NOT NULL,
+    chain            INTEGER NOT NULL,
+    position         INTEGER NOT NULL,
+    text             VARCHAR NOT NULL,
+    final_answer     VARCHAR,
+    correct          BOOLEAN NOT NULL,
+    prompt_tokens    INTEGER NOT NULL,
+    generated_tokens INTEGER NOT NULL,
+    flops            DOUBLE NOT NULL,
+    created_at       TIMESTAMP NOT NULL
+);
+
+-- A verifier's score of one attempt: the ORM's, or the PRM's last-step score.
+CREATE TABLE IF NOT EXISTS revision_scores (
+    attempt_id VARCHAR NOT NULL,
+    verifier   VARCHAR NOT NULL,   -- orm | prm
+    scorer_id  VARCHAR NOT NULL,   -- which weights
+    score      DOUBLE NOT NULL,
+    PRIMARY KEY (attempt_id, verifier, scorer_id)
+);
+
+-- The answer each rule picked for a problem at budget N with chains of length L.
+CREATE TABLE IF NOT EXISTS revision_selections (
+    chain_set_id VARCHAR NOT NULL,
+    run_id       VARCHAR NOT NULL,
+    problem_id   VARCHAR NOT NULL,
+    chain_set    INTEGER NOT NULL,   -- independent repeat of the sweep
+    budget       INTEGER NOT NULL,   -- N
+    length       INTEGER NOT NULL,   -- L: N/L chains of L attempts
+    rule         VARCHAR NOT NULL,   -- oracle | {majority,orm,prm}_{flat,hier}
+    final_answer VARCHAR,
+    correct      BOOLEAN NOT NULL,
+    PRIMARY KEY (chain_set_id, run_id, problem_id, chain_set, budget, length, rule)
+);

@@ -80,7 +80,7 @@ SELECT s.bank_id AS label_bank_id, s.problem_id, s.samples, coalesce(r.rollouts,
 FROM samples s LEFT JOIN rollouts r USING (problem_id, bank_id);
 
 -- Accuracy vs generation budget per strategy (and M, k), overall (level 0) and per level,
--- averaged over problems and seeds, with the spread across seeds and the mean cost.
+-- averaged over problems and seeds, with the spread across seeds, an interval, and the mean cost.
 CREATE OR REPLACE VIEW accuracy_vs_budget AS
 WITH per_seed AS (
     SELECT s.scorer_id, s.strategy, s.width, s.lookahead, s.budget, s.charged, s.seed, p.level,
@@ -89,11 +89,60 @@ WITH per_seed AS (
     FROM selections s JOIN problems p USING (problem_id)
     GROUP BY GROUPING SETS ((s.scorer_id, s.strategy, s.width, s.lookahead, s.budget, s.charged, s.seed, p.level),
                             (s.scorer_id, s.strategy, s.width, s.lookahead, s.budget, s.charged, s.seed))
+), pooled AS (
+    SELECT scorer_id, strategy, width, lookahead, budget, charged, coalesce(level, 0) AS level,
+           avg(accuracy) AS accuracy, min(accuracy) AS seed_min, max(accuracy) AS seed_max,
+           count(*) AS seeds, max(problems) AS problems, sum(problems) AS n, avg(tokens) AS tokens_per_problem,
+           avg(flops) AS flops_per_problem
+    FROM per_seed
+    GROUP BY ALL
 )
-SELECT scorer_id, strategy, width, lookahead, budget, charged, coalesce(level, 0) AS level,
-       avg(accuracy) AS accuracy, min(accuracy) AS seed_min, max(accuracy) AS seed_max,
-       count(*) AS seeds, max(problems) AS problems, avg(tokens) AS tokens_per_problem,
-       avg(flops) AS flops_per_problem
-FROM per_seed
-GROUP BY ALL
+-- lo/hi: a 95% Wilson interval over every (problem, seed) selection pooled.
+SELECT scorer_id, strategy, width, lookahead, budget, charged, level, accuracy, seed_min, seed_max, seeds, problems,
+       greatest(0.0, (accuracy + 1.92 / n - 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n)))
+                     / (1 + 3.8416 / n)) AS lo,
+       least(1.0, (accuracy + 1.92 / n + 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n)))
+                  / (1 + 3.8416 / n)) AS hi,
+       tokens_per_problem, flops_per_problem
+FROM pooled
 ORDER BY scorer_id, strategy, width, lookahead, level, budget;
+
+-- Accuracy per (N, L) and rule, overall (level 0) and per level, with a 95% Wilson
+-- interval over the problems (times chain sets).
+CREATE OR REPLACE VIEW revision_curves AS
+WITH acc AS (
+    SELECT s.chain_set_id, s.run_id, s.rule, s.budget, s.length, coalesce(p.level, 0) AS level,
+           avg(s.correct::INT) AS accuracy, count(*) AS n
+    FROM revision_selections s JOIN problems p USING (problem_id)
+    GROUP BY GROUPING SETS ((s.chain_set_id, s.run_id, s.rule, s.budget, s.length, p.level),
+                            (s.chain_set_id, s.run_id, s.rule, s.budget, s.length))
+)
+SELECT chain_set_id, run_id, rule, level, budget, length, budget // length AS chains, accuracy, n AS selections,
+       greatest(0.0, (accuracy + 1.92 / n - 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n)))
+                     / (1 + 3.8416 / n)) AS lo,
+       least(1.0, (accuracy + 1.92 / n + 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n)))
+                  / (1 + 3.8416 / n)) AS hi
+FROM acc
+ORDER BY chain_set_id, run_id, rule, level, budget, length;
+
+-- Accuracy of the t-th attempt of a chain (pass@1 at turn t), per level (0 = all).
+CREATE OR REPLACE VIEW revision_turns AS
+SELECT a.chain_set_id, coalesce(p.level, 0) AS level, a.position, avg(a.correct::INT) AS accuracy, count(*) AS attempts
+FROM revision_attempts a JOIN problems p USING (problem_id)
+GROUP BY GROUPING SETS ((a.chain_set_id, p.level, a.position), (a.chain_set_id, a.position))
+ORDER BY 1, 2, 3;
+
+-- How attempts change the answer's correctness from one turn to the next.
+CREATE OR REPLACE VIEW revision_transitions AS
+WITH pairs AS (
+    SELECT chain_set_id, problem_id, correct,
+           lag(correct) OVER (PARTITION BY chain_set_id, problem_id, chain ORDER BY position) AS before
+    FROM revision_attempts
+)
+SELECT chain_set_id,
+       count(*) FILTER (WHERE before) AS after_correct,
+       count(*) FILTER (WHERE before AND NOT correct) AS correct_to_incorrect,
+       count(*) FILTER (WHERE NOT before) AS after_incorrect,
+       count(*) FILTER (WHERE NOT before AND correct) AS incorrect_to_correct
+FROM pairs WHERE before IS NOT NULL
+GROUP BY chain_set_id;

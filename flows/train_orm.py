@@ -1,0 +1,120 @@
+"""Flow `train-orm`: the outcome verifier, trained on the revision model's own attempts.
+
+The story: run revision chains on train problems with the revision model (one
+generator call per round, each round one transaction, so a killed run resumes where
+it stopped); label every attempt by whether its final answer is right; fine-tune the
+base model with a scalar head read at the attempt's last token (the PRM's trainer with
+one "step" per attempt); measure AUC and calibration on held-out problems; register
+`ttscale-orm`. The ORM sees the problem and one attempt, never the revision context,
+so it can rank attempts from any chain position.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+from prefect.cache_policies import NO_CACHE
+from tqdm.auto import tqdm
+
+from configs.schema import PipelineConfig, PRMConfig
+from flows.revision_data import train_problems
+from flows.stage import stage_run
+from flows.train_reviser import reviser_dir
+from models.generator import Generator, SamplingSpec, open_generator
+from models.prm import LabeledSolution, PRMTrainResult, train_prm as fit_prm
+from tasks.problems import Problem
+from tasks.revisions import attempts_table, extend_chains, stored_chains
+from tasks.sampling import prompt_for, stable_hash
+from tasks.tracking import log_metrics, register_model
+from tasks.verifier_report import quality
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
+from warehouse.store import Warehouse
+
+STAGE = "train-orm"
+REGISTERED_NAME = "ttscale-orm"
+
+
+def chain_spec(config: PipelineConfig) -> SamplingSpec:
+    chains = config.revisions.chains
+    return SamplingSpec(n=1, temperature=chains.temperature, max_tokens=chains.max_tokens, seed=chains.seed)
+
+
+def chain_set_key(purpose: str, reviser: Path, lengths: Sequence[int], window: int, spec: SamplingSpec,
+                  backend: str) -> str:
+    """A chain set is one reviser's chains of these lengths, window and sampling, for one purpose."""
+    return stable_hash("chains", purpose, fingerprint(reviser), list(lengths), window, asdict(spec), backend)
+
+
+@task(cache_policy=NO_CACHE)
+def run_chains(generator: Generator, problems: Sequence[Problem], lengths: Sequence[int], window: int,
+               spec: SamplingSpec, chain_set_id: str, run_id: str, wh: Warehouse, stage: str) -> int:
+    """Grow every chain of the set to its length, committing each round; returns rounds run."""
+    done = stored_chains(wh, chain_set_id)
+    total = len(problems) * sum(lengths) - sum(len(v) for v in done.values())
+    with tqdm(total=total, desc=stage, unit="attempt", disable=None, mininterval=1.0) as bar:
+        def commit(attempts):
+            with wh.transaction():
+                wh.insert("revision_attempts", attempts_table(attempts, chain_set_id, run_id, generator.n_params))
+            bar.update(len(attempts))
+
+        return extend_chains(generator, problems, lengths, window, spec, done, commit)
+
+
+@task(cache_policy=NO_CACHE)
+def fit(cfg: PRMConfig, base_dir: Path, solutions: Sequence[LabeledSolution], out_dir: Path) -> PRMTrainResult:
+    logger = get_run_logger()
+    return fit_prm(cfg, base_dir, solutions, out_dir,
+                   on_epoch=lambda e, tr, va: logger.info("orm epoch %d: train loss %.4f, val loss %.4f", e, tr, va))
+
+
+@flow(name=STAGE, log_prints=True)
+def train_orm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+    """Train (or find already trained) the ORM on the revision model's attempts; returns its folder."""
+    logger = get_run_logger()
+    wd = Workdir.at(workdir)
+    base_dir = wd.require_model(config.generator.model)
+    reviser = reviser_dir(wd)
+    cfg = config.revisions.orm
+    spec = chain_spec(config)
+    lengths = [cfg.length] * cfg.chains
+    chain_set_id = chain_set_key("orm", reviser, lengths, config.revisions.chains.window, spec,
+                                 config.generator.backend)
+    problems = train_problems(config, cfg.problems)
+    out = wd.models / "orm"
+    key = stable_hash(STAGE, chain_set_id, [p.problem_id for p in problems], cfg.training.model_dump(),
+                      fingerprint(base_dir))
+    if trained_record(out, key) is not None:
+        logger.info("ORM already trained on chain set %s with these settings: %s", chain_set_id, out)
+        return str(out)
+    run_id = stable_hash(STAGE, key)
+    with Warehouse(wd.warehouse) as wh, staged_dir(out) as tmp, stage_run(
+            wh, wd, STAGE, run_id, config, {"revisions.orm": cfg.model_dump(), "chain_set_id": chain_set_id},
+            {"chain_set_id": chain_set_id}) as ml_id:
+        with open_generator(config.generator, reviser) as generator:
+            run_chains(generator, problems, lengths, config.revisions.chains.window, spec, chain_set_id, run_id, wh,
+                       STAGE)
+        by_id = {p.problem_id: p for p in problems}
+        rows = wh.query("SELECT problem_id, text, correct FROM revision_attempts WHERE chain_set_id = ? "
+                        "ORDER BY attempt_id", [chain_set_id]).to_pylist()
+        solutions = [LabeledSolution(r["problem_id"], prompt_for(by_id[r["problem_id"]]), [r["text"]],
+                                     [float(r["correct"])]) for r in rows if r["problem_id"] in by_id]
+        result = fit(cfg.training, base_dir, solutions, tmp)
+        q = quality(result.val_predictions, result.val_labels)
+        accuracy = sum(s.labels[0] for s in solutions) / max(1, len(solutions))
+        log_metrics(ml_id, [(f"orm_{name}_loss", v, e + 1) for name, losses in
+                            (("train", result.train_loss), ("val", result.val_loss)) for e, v in enumerate(losses)]
+                    + [(k.replace("prm_step_", "orm_").replace("prm_", "orm_"), v, 0) for k, v in q.metrics()]
+                    + [("orm_attempts", len(solutions), 0), ("orm_attempt_accuracy", accuracy, 0)])
+        version = register_model(ml_id, tmp, "orm", REGISTERED_NAME)
+        write_record(tmp, {"key": key, "mlflow_run_id": ml_id, "registered": REGISTERED_NAME, "version": version,
+                           "chain_set_id": chain_set_id, "warehouse_run_id": run_id})
+    summary = (f"ORM on {len(solutions)} attempts of the revision model ({accuracy:.1%} correct): {result.epochs} "
+               f"epochs (best {result.best_epoch}), held-out AUC {q.auc:.3f}, ECE {q.ece:.3f}, Brier {q.brier:.3f}; "
+               f"registered {REGISTERED_NAME} v{version}")
+    create_markdown_artifact(f"## {STAGE}\n\n{summary}\n", key="train-orm-report", description="ORM quality")
+    logger.info(summary)
+    return str(out)

@@ -1,0 +1,85 @@
+"""Flow `train-reviser`: fine-tune the base model into the revision model.
+
+The story: read the revision trajectories; turn each into (the problem with its
+incorrect attempts in context, the correct attempt); fine-tune with the loss on the
+correct attempt only (models/reviser.py); save safetensors and register
+`ttscale-reviser` in MLflow. Re-running with the same data and settings returns at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from configs.schema import PipelineConfig, ReviserConfig
+from flows.revision_data import data_ids
+from flows.stage import stage_run
+from models.reviser import ReviserTrainResult, train_reviser as fit_reviser
+from tasks.problems import load_problems
+from tasks.revisions import revision_prompt
+from tasks.sampling import stable_hash
+from tasks.tracking import log_metrics, register_model
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
+from warehouse.store import Warehouse
+
+STAGE = "train-reviser"
+REGISTERED_NAME = "ttscale-reviser"
+
+
+@task(cache_policy=NO_CACHE)
+def fit(cfg: ReviserConfig, base_dir: Path, examples: Sequence[tuple[str, str]], out_dir: Path) -> ReviserTrainResult:
+    return fit_reviser(cfg, base_dir, examples, out_dir)
+
+
+def reviser_dir(wd: Workdir) -> Path:
+    path = wd.models / "reviser"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no revision model at {path}: run `ttscale train-reviser` first")
+    return path
+
+
+@flow(name=STAGE, log_prints=True)
+def train_reviser(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+    """Train (or find already trained) the revision model; returns its folder."""
+    logger = get_run_logger()
+    wd = Workdir.at(workdir)
+    base_dir = wd.require_model(config.generator.model)
+    _, data_id = data_ids(fingerprint(base_dir), config.revisions.data)
+    cfg = config.revisions.reviser
+    out = wd.models / "reviser"
+    key = stable_hash(STAGE, data_id, cfg.model_dump(), fingerprint(base_dir))
+    if trained_record(out, key) is not None:
+        logger.info("revision model already trained on %s with these settings: %s", data_id, out)
+        return str(out)
+    problems = {p.problem_id: p for p in load_problems(config.task)}
+    with Warehouse(wd.warehouse) as wh:
+        rows = wh.query("SELECT problem_id, context, target FROM revision_trajectories WHERE data_id = ? "
+                        "ORDER BY trajectory_id", [data_id]).to_pylist()
+        if not rows:
+            raise ValueError(f"no revision trajectories {data_id}: run `ttscale revision-data` first")
+        examples = [(revision_prompt(problems[r["problem_id"]], r["context"]), r["target"])
+                    for r in rows if r["problem_id"] in problems]
+        run_id = stable_hash(STAGE, key)
+        with staged_dir(out) as tmp, stage_run(wh, wd, STAGE, run_id, config,
+                                               {"revisions.reviser": cfg.model_dump(), "revision_data_id": data_id,
+                                                "trajectories": len(examples)},
+                                               {"revision_data_id": data_id}) as ml_id:
+            result = fit(cfg, base_dir, examples, tmp)
+            log_metrics(ml_id, [("reviser_train_loss", loss, step) for step, loss in result.losses]
+                        + [("reviser_updates", result.updates, 0), ("reviser_examples", result.examples, 0),
+                           ("reviser_skipped_too_long", result.skipped_too_long, 0),
+                           ("reviser_train_tokens", result.tokens, 0),
+                           ("reviser_train_flops", 6.0 * result.trainable_params * result.tokens, 0)])
+            version = register_model(ml_id, tmp, "reviser", REGISTERED_NAME)
+            write_record(tmp, {"key": key, "mlflow_run_id": ml_id, "registered": REGISTERED_NAME,
+                               "version": version, "revision_data_id": data_id})
+    if result.skipped_too_long:
+        logger.warning("%d trajectories longer than reviser.max_seq_len=%d were skipped",
+                       result.skipped_too_long, cfg.max_seq_len)
+    logger.info("revision model (%s) on %d trajectories: %d updates, final loss %.3f; registered %s v%d",
+                cfg.mode, result.examples, result.updates, result.losses[-1][1] if result.losses else float("nan"),
+                REGISTERED_NAME, version)
+    return str(out)

@@ -1,0 +1,133 @@
+"""The revision model: the base model fine-tuned to write a correct attempt after wrong ones.
+
+Each example is (revision prompt, correct target); the loss is on the target tokens
+only, so the model learns to revise, not to reproduce wrong attempts. Examples are
+padded per batch (not packed like base training): an attempt is only useful next to
+its own earlier attempts, so no example may be cut or share a row. Batches group
+examples of similar length, which keeps padding small. `full` fine-tunes every weight
+(the embedded model); `lora` trains peft adapters and merges them on save (large models).
+
+The model is saved with `max_position_embeddings` raised to `max_seq_len`, so the
+backends serve the long revision prompts (vLLM caps its context at that value).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
+
+from configs.schema import ReviserConfig
+
+
+@dataclass
+class ReviserTrainResult:
+    updates: int
+    examples: int
+    skipped_too_long: int
+    tokens: int = 0
+    target_tokens: int = 0
+    losses: list[tuple[int, float]] = field(default_factory=list)
+    n_params: int = 0
+    trainable_params: int = 0
+
+
+def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str) -> tuple[list[int], list[int]]:
+    """<bos> prompt target <eos>, with labels (-100 = no loss) on the target and <eos> only."""
+    p = tokenizer.encode(prompt, add_special_tokens=False)
+    t = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
+    bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
+    return bos + p + t, [-100] * (len(bos) + len(p)) + t
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of example indices with similar lengths (sorted within windows of 50 batches)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for i in range(0, len(order), window):
+        chunk = sorted(order[i : i + window], key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
+def _pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [value] * (width - len(r)) for r in rows])
+
+
+def train_reviser(
+    cfg: ReviserConfig,
+    base_dir: Path,
+    examples: Sequence[tuple[str, str]],
+    out_dir: Path,
+    on_update: Callable[[int, float], None] | None = None,
+) -> ReviserTrainResult:
+    torch.manual_seed(cfg.seed)
+    torch.set_num_threads(cfg.threads)
+    tokenizer = AutoTokenizer.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    model.config.max_position_embeddings = max(cfg.max_seq_len, int(model.config.max_position_embeddings or 0))
+    encoded = [encode_example(tokenizer, p, t) for p, t in examples]
+    kept = [e for e in encoded if len(e[0]) <= cfg.max_seq_len]
+    result = ReviserTrainResult(updates=0, examples=len(kept), skipped_too_long=len(encoded) - len(kept),
+                                n_params=sum(p.numel() for p in model.parameters()))
+    if not kept:
+        raise ValueError("no revision trajectories to train on (or all longer than reviser.max_seq_len)")
+    if cfg.mode == "lora":
+        from peft import LoraConfig, TaskType, get_peft_model
+
+        model = get_peft_model(model, LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.lora_r, lora_alpha=cfg.lora_alpha,
+                                                 lora_dropout=0.0, target_modules="all-linear"))
+    params = [p for p in model.parameters() if p.requires_grad]
+    result.trainable_params = sum(p.numel() for p in params)
+    opt = torch.optim.AdamW(params, lr=cfg.learning_rate, weight_decay=0.0)
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    rng = random.Random(cfg.seed)
+    per_epoch = math.ceil(len(kept) / cfg.batch_size)
+    total = min(cfg.max_updates, per_epoch * cfg.epochs)
+    model.train()
+    ema = float("nan")
+    with tqdm(total=total, desc="train-reviser", unit="update", disable=None, mininterval=1.0) as bar:
+        for _ in range(cfg.epochs):
+            for batch in length_batches([len(e[0]) for e in kept], cfg.batch_size, rng):
+                if result.updates >= total:
+                    break
+                warm = min(1.0, (result.updates + 1) / max(1, cfg.warmup_updates))
+                frac = result.updates / total
+                for group in opt.param_groups:
+                    group["lr"] = cfg.learning_rate * warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
+                ids = _pad([kept[j][0] for j in batch], pad)
+                labels = _pad([kept[j][1] for j in batch], -100)
+                mask = _pad([[1] * len(kept[j][0]) for j in batch], 0)
+                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(params, 1.0)
+                opt.step()
+                result.updates += 1
+                result.tokens += int(mask.sum())
+                result.target_tokens += int((labels != -100).sum())
+                value = float(loss.detach())
+                ema = value if math.isnan(ema) else 0.9 * ema + 0.1 * value
+                if result.updates % 10 == 0:
+                    result.losses.append((result.updates, ema))
+                if on_update is not None:
+                    on_update(result.updates, ema)
+                bar.update(1)
+                bar.set_postfix(loss=f"{ema:.3f}")
+    if cfg.mode == "lora":
+        model = model.merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+    return result

@@ -1,0 +1,172 @@
+"""The revision report: accuracy over (budget N, chain length L), and the paper's revision findings.
+
+Everything is read back from the warehouse views (`revision_curves`, `revision_turns`,
+`revision_transitions`), so the report can be rebuilt from the warehouse alone. "Easy"
+and "hard" are the task levels with the highest and lowest base-model pass@1 on the
+same problems (the bank), or the revision model's first-attempt accuracy without a bank.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from tasks.metrics import powers_of_two  # noqa: E402
+from tasks.report import overlap_note, save_figure  # noqa: E402
+from warehouse.store import Warehouse  # noqa: E402
+
+PAPER_CORRECT_TO_INCORRECT = 0.38  # share of correct answers a revision turned incorrect (PAPER.md)
+
+
+@dataclass
+class RevisionFindings:
+    rule: str
+    budget: int
+    curves: list[dict]  # revision_curves rows of this sweep
+    turns: list[dict]  # revision_turns rows of this chain set
+    transitions: dict
+    base_pass: dict[int, float] = field(default_factory=dict)  # level (0 = all) -> base model pass@1
+
+    @classmethod
+    def read(cls, wh: Warehouse, chain_set_id: str, run_id: str, problem_ids: Sequence[str], bank: str,
+             rule: str) -> "RevisionFindings":
+        curves = wh.query("SELECT * FROM revision_curves WHERE chain_set_id = ? AND run_id = ?",
+                          [chain_set_id, run_id]).to_pylist()
+        turns = wh.query("SELECT * FROM revision_turns WHERE chain_set_id = ?", [chain_set_id]).to_pylist()
+        transitions = (wh.query("SELECT * FROM revision_transitions WHERE chain_set_id = ?",
+                                [chain_set_id]).to_pylist() or [{}])[0]
+        base = wh.query("SELECT coalesce(p.level, 0) AS level, avg(c.correct::INT) AS pass_at_1 "
+                        "FROM candidates c JOIN problems p USING (problem_id) "
+                        "WHERE c.bank_id = ? AND list_contains(?, c.problem_id) "
+                        "GROUP BY GROUPING SETS ((p.level), ())", [bank, list(problem_ids)]).to_pylist()
+        rules = {r["rule"] for r in curves}
+        return cls(rule if rule in rules else "majority_hier", max((r["budget"] for r in curves), default=1),
+                   curves, turns, transitions, {r["level"]: r["pass_at_1"] for r in base if r["pass_at_1"] is not None})
+
+    @property
+    def levels(self) -> list[int]:
+        return sorted({r["level"] for r in self.curves if r["level"] != 0})
+
+    def at(self, rule: str, level: int, n: int, length: int) -> dict | None:
+        return next((r for r in self.curves if (r["rule"], r["level"], r["budget"], r["length"]) ==
+                     (rule, level, n, length)), None)
+
+    def turn(self, level: int, position: int) -> dict | None:
+        return next((r for r in self.turns if r["level"] == level and r["position"] == position), None)
+
+    def difficulty_order(self) -> list[int]:
+        """Levels from easiest to hardest."""
+        def ease(level: int) -> float:
+            if level in self.base_pass:
+                return self.base_pass[level]
+            first = self.turn(level, 0)
+            return first["accuracy"] if first else 0.0
+        return sorted(self.levels, key=ease, reverse=True)
+
+    def statements(self) -> list[str]:
+        if not self.curves:
+            return ["no revision results"]
+        order = self.difficulty_order()
+        k = 2 if len(order) >= 4 else 1
+        easy, hard = order[:k], order[-k:]
+        n, out = self.budget, []
+        for level in easy:
+            seq, par = self.at(self.rule, level, n, n), self.at(self.rule, level, n, 1)
+            if seq and par and n > 1:
+                verdict = "holds" if seq["accuracy"] > par["accuracy"] else "does not hold"
+                out.append(f"Sequential revisions beat parallel sampling on easy problems (level {level}, N={n}, "
+                           f"{self.rule}): {verdict}: L={n} {_fmt(seq)} vs L=1 {_fmt(par)}{overlap_note(seq, par)}.")
+        for level in hard:
+            ends = [r for r in (self.at(self.rule, level, n, 1), self.at(self.rule, level, n, n)) if r]
+            mixes = [r for r in (self.at(self.rule, level, n, length) for length in powers_of_two(n)[1:-1]) if r]
+            if ends and mixes:
+                best_mix, best_end = max(mixes, key=lambda r: r["accuracy"]), max(ends, key=lambda r: r["accuracy"])
+                verdict = "holds" if best_mix["accuracy"] > best_end["accuracy"] else "does not hold"
+                out.append(f"A mix of sequential and parallel wins on hard problems (level {level}, N={n}, "
+                           f"{self.rule}): {verdict}: best mix L={best_mix['length']} {_fmt(best_mix)} vs best end "
+                           f"L={best_end['length']} {_fmt(best_end)}{overlap_note(best_mix, best_end)}.")
+        t = self.transitions
+        if t.get("after_correct"):
+            share = t["correct_to_incorrect"] / t["after_correct"]
+            back = t["incorrect_to_correct"] / max(1, t["after_incorrect"])
+            out.append(f"Revisions turn correct answers incorrect: {share:.1%} of attempts after a correct one "
+                       f"({t['correct_to_incorrect']} of {t['after_correct']}; paper ~{PAPER_CORRECT_TO_INCORRECT:.0%}); "
+                       f"incorrect to correct: {back:.1%} ({t['incorrect_to_correct']} of {t['after_incorrect']}).")
+        first, fifth = self.turn(0, 0), self.turn(0, 4)
+        if first:
+            base = f"; the base model's pass@1 on these problems is {self.base_pass[0]:.3f}" if 0 in self.base_pass else ""
+            later = (f", at turn 4 {fifth['accuracy']:.3f} ({fifth['attempts']} attempts)" if fifth
+                     else " (no chain reaches turn 4 at this budget)")
+            out.append(f"Revision model pass@1 at turn 0: {first['accuracy']:.3f} ({first['attempts']} attempts)"
+                       f"{later}{base}.")
+        return out
+
+
+def _fmt(r: dict) -> str:
+    return f"{r['accuracy']:.3f} [{r['lo']:.2f}, {r['hi']:.2f}]"
+
+
+def revision_metrics(found: RevisionFindings) -> list[tuple[str, float, int]]:
+    """MLflow metrics: one curve over L per (rule, N, level), turn accuracy over positions."""
+    out = [(f"revision/{r['rule']}/N{r['budget']}" + ("" if r["level"] == 0 else f"/level_{r['level']}"),
+            r["accuracy"], int(r["length"])) for r in found.curves]
+    out += [("revision_turn_accuracy" + ("" if r["level"] == 0 else f"/level_{r['level']}"), r["accuracy"],
+             int(r["position"])) for r in found.turns]
+    t = found.transitions
+    if t.get("after_correct"):
+        out += [("revision_correct_to_incorrect", t["correct_to_incorrect"] / t["after_correct"], 0),
+                ("revision_incorrect_to_correct", t["incorrect_to_correct"] / max(1, t["after_incorrect"]), 0)]
+    return out
+
+
+def revision_markdown(found: RevisionFindings, title: str) -> str:
+    n = found.budget
+    lengths = powers_of_two(n)
+    lines = [f"## {title}", "", *[f"- {s}" for s in found.statements()], "",
+             f"Accuracy at N={n} by chain length L (N/L chains), all levels, 95% Wilson intervals:", ""]
+    head = ["rule"] + [f"L={length}" for length in lengths]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for rule in sorted({r["rule"] for r in found.curves}):
+        cells = [_fmt(r) if (r := found.at(rule, 0, n, length)) else "" for length in lengths]
+        lines.append(f"| {rule} | " + " | ".join(cells) + " |")
+    lines += ["", f"{found.rule} at N={n} per level (easiest first):", ""]
+    head = ["level", "base pass@1"] + [f"L={length}" for length in lengths]
+    lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for level in found.difficulty_order():
+        cells = [_fmt(r) if (r := found.at(found.rule, level, n, length)) else "" for length in lengths]
+        base = found.base_pass.get(level)
+        lines.append(f"| {level} | {'' if base is None else f'{base:.3f}'} | " + " | ".join(cells) + " |")
+    positions = sorted({r["position"] for r in found.turns})
+    lines += ["", "Accuracy of the t-th attempt (all levels):", "",
+              "| " + " | ".join(f"t={p}" for p in positions) + " |", "|" + "---|" * len(positions),
+              "| " + " | ".join(f"{found.turn(0, p)['accuracy']:.3f}" for p in positions) + " |"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_heatmaps(found: RevisionFindings, path: Path) -> Path:
+    """Accuracy over (N, L) for the report's rule: one panel for all levels, one per level."""
+    ns = powers_of_two(found.budget)
+    panels = [0] + found.levels
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 0.6, 2.8), squeeze=False)
+    for ax, level in zip(axes[0], panels):
+        grid = np.full((len(ns), len(ns)), np.nan)
+        for i, length in enumerate(ns):
+            for j, n in enumerate(ns):
+                if (r := found.at(found.rule, level, n, length)) is not None:
+                    grid[i, j] = r["accuracy"]
+                    ax.text(j, i, f"{r['accuracy']:.2f}", ha="center", va="center", fontsize=7)
+        image = ax.imshow(grid, origin="lower", vmin=0, vmax=1, cmap="viridis")
+        ax.set_xticks(range(len(ns)), [str(n) for n in ns])
+        ax.set_yticks(range(len(ns)), [str(length) for length in ns])
+        ax.set(title="all levels" if level == 0 else f"level {level}", xlabel="budget N")
+    axes[0][0].set_ylabel("chain length L")
+    fig.colorbar(image, ax=axes[0].tolist(), shrink=0.8, label=f"accuracy ({found.rule})")
+    fig.suptitle("Sequential (large L) vs parallel (L=1) revisions", fontsize=9)
+    return save_figure(fig, path)

@@ -1,0 +1,206 @@
+"""Revisions: trajectory construction, chain windowing, selection rules, the ORM, the flows, resume."""
+
+from __future__ import annotations
+
+import random
+import shutil
+from pathlib import Path
+
+import duckdb
+import pytest
+from faults import DiesOnCall
+from mlflow.tracking import MlflowClient
+from rapidfuzz.distance import Levenshtein
+
+import tasks.revisions as revisions_module
+from flows.pipeline import pipeline
+from flows.revise import revise
+from flows.train_orm import REGISTERED_NAME as ORM_NAME
+from models.prm import PRM
+from tasks.problems import Problem
+from tasks.revision_sweep import ChainAttempt, grid, select, sweep
+from tasks.revisions import ATTEMPT_SEPARATOR, next_round, revision_prompt, staircase, trajectories, window
+from tasks.sampling import prompt_for
+
+CORRECT = "01: 1111+0001=1112\n\n00: 1112+0001=1113\n\nans=1113"
+WRONG = [
+    "01: 1111+0001=1112\n\n00: 1112+0001=1114\n\nans=1114",  # one digit off
+    "01: 1111+0001=1119\n\n00: 1119+0001=1120\n\nans=1120",  # a few off
+    "01: 1111+0001=9999\n\n00: 9999+0001=0000\n\nans=0000",  # far
+    "nonsense",  # farthest
+    "01: 1111+0001=1112\n\n00: 1112+0001=1115\n\nans=1115",  # one digit off
+]
+
+
+def test_trajectories_order_by_edit_distance_and_never_show_a_correct_answer():
+    texts = [CORRECT, CORRECT] + WRONG
+    correct = [True, True] + [False] * len(WRONG)
+    seen_sizes = set()
+    for seed in range(60):
+        for t in trajectories("p", texts, correct, max_context=4, per_problem=2, rng=random.Random(seed)):
+            assert t.target == CORRECT
+            assert CORRECT not in t.context and len(t.context) <= 4
+            assert list(t.distances) == [Levenshtein.distance(c, CORRECT) for c in t.context]
+            assert list(t.distances) == sorted(t.distances, reverse=True)  # most similar last
+            if t.context:  # drawn from the 2k nearest
+                nearest = sorted(Levenshtein.distance(w, CORRECT) for w in WRONG)[: 2 * len(t.context)]
+                assert max(t.distances) <= max(nearest)
+            seen_sizes.add(len(t.context))
+    assert seen_sizes == {0, 1, 2, 3, 4}
+    # context is bounded by the incorrect samples there are; no correct sample means no trajectory
+    assert all(len(t.context) <= 1 for t in trajectories("p", [CORRECT, WRONG[0]], [True, False], 4, 3, random.Random(0)))
+    assert trajectories("p", WRONG, [False] * len(WRONG), 4, 3, random.Random(0)) == []
+    assert len(trajectories("p", [CORRECT] * 9, [True] * 9, 4, 3, random.Random(0))) == 3
+
+
+def _problem(pid: str = "p1") -> Problem:
+    return Problem(problem_id=pid, source="arith", split="test", index=0, level=1,
+                   question="rule\n\n02: init#0001=1111", answer="1113", meta={})
+
+
+def test_chain_window_and_prompt():
+    problem = _problem()
+    attempts = ["a0", "a1", "a2", "a3", "a4", "a5"]
+    assert window(attempts, 4) == ["a2", "a3", "a4", "a5"] and window(attempts, 0) == [] and window(["a0"], 4) == ["a0"]
+    prompt = revision_prompt(problem, window(attempts, 2))
+    assert prompt == prompt_for(problem) + "a4" + ATTEMPT_SEPARATOR + prompt_for(problem) + "a5" + ATTEMPT_SEPARATOR \
+        + prompt_for(problem)
+    assert "a3" not in prompt and prompt.endswith(prompt_for(problem))  # a fresh attempt starts as from scratch
+    assert revision_prompt(problem, []) == prompt_for(problem)
+    # next_round continues each chain at its next position, with only the window in view
+    done = {("p1", 0): ["x0", "x1", "x2"], ("p1", 1): ["y0"]}
+    todo = next_round([problem], [4, 1, 2], done, window_size=2)
+    assert [(chain, pos) for _, chain, pos, _ in todo] == [(0, 3), (2, 0)]
+    assert "x0" not in todo[0][3] and "x1" in todo[0][3] and "x2" in todo[0][3]
+
+
+def test_staircase_holds_every_budget_and_length():
+    assert staircase(8) == [8, 4, 2, 2, 1, 1, 1, 1]
+    assert staircase(1) == [1] and staircase(4) == [4, 2, 1, 1]
+    for budget in (1, 2, 4, 8, 16):
+        lengths = staircase(budget)
+        for n, length in grid(budget):
+            assert all(lengths[i] >= length for i in range(n // length))
+
+
+def _a(answer: str | None, correct: bool, orm: float = 0.5) -> ChainAttempt:
+    return ChainAttempt(answer, correct, {"orm": orm})
+
+
+def test_flat_and_hierarchical_selection_on_hand_made_chains():
+    rng = random.Random(0)
+    # chain 0 is noisy (right answer once, a wrong one twice); chains 1 and 2 say "7" once each
+    chains = [[_a("5", False), _a("7", True), _a("5", False)], [_a("7", True), _a("9", False), _a("8", False)],
+              [_a("7", True), _a("3", False), _a("4", False)]]
+    assert select(chains, "majority_flat", rng) == ("7", True)  # 7 x3 vs 5 x2
+    # within-chain winners: 5 (chain 0), and a random one of the three singletons per other chain
+    assert select([[_a("5", False), _a("5", False), _a("7", True)], [_a("7", True)], [_a("5", False)]],
+                  "majority_hier", rng) == ("5", False)
+    # the ORM's weights decide: a lone confident right answer beats two doubtful wrong ones
+    weighted = [[_a("1", False, 0.2), _a("2", True, 0.9)], [_a("1", False, 0.3), _a("3", False, 0.1)]]
+    assert select(weighted, "orm_flat", rng) == ("2", True)
+    # hierarchical: each chain's winner carries its best score; 0.9 beats 0.3
+    assert select(weighted, "orm_hier", rng) == ("2", True)
+    # unparseable answers never win; with nothing parseable there is no answer
+    assert select([[_a(None, False, 0.99), _a("4", True, 0.01)]], "orm_flat", rng) == ("4", True)
+    assert select([[_a(None, False)]], "majority_flat", rng) == (None, False)
+    assert select(chains, "oracle", rng)[1] and not select([[_a("1", False)]], "oracle", rng)[1]
+    with pytest.raises(ValueError, match="unknown revision selection rule"):
+        select(chains, "best_guess_flat", rng)
+
+
+def test_sweep_cuts_budgets_and_lengths_from_the_staircase():
+    # chain i's attempts are right only at position 1: L = 1 never sees a right answer, longer chains do
+    pattern = [_a("0", False), _a("1", True), _a("0", False), _a("0", False)]
+    chains = {i: pattern[:length] for i, length in enumerate(staircase(4))}
+    rows = sweep({"p": chains}, budget=4, chain_sets=1, rules=["oracle", "majority_flat"])
+    got = {(r["budget"], r["length"], r["rule"]): r["correct"] for r in rows}
+    assert set(got) == {(n, length, rule) for n, length in grid(4) for rule in ("oracle", "majority_flat")}
+    assert not got[(4, 1, "oracle")] and got[(4, 2, "oracle")] and got[(2, 2, "oracle")]
+    with pytest.raises(ValueError, match="missing attempts"):
+        sweep({"p": {0: chains[0]}}, budget=4, chain_sets=1, rules=["oracle"])
+
+
+@pytest.fixture(scope="module")
+def revised_workdir(trained_workdir: Path, smoke_config) -> tuple[Path, dict[str, str]]:
+    return trained_workdir, pipeline(config=smoke_config, workdir=str(trained_workdir))
+
+
+def test_pipeline_revises_and_writes_the_sweep(revised_workdir, smoke_config):
+    workdir, out = revised_workdir
+    cfg = smoke_config.revisions
+    assert {"revision_data_id", "reviser", "orm", "chain_set_id"} <= set(out)
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        n, distinct = con.execute("SELECT count(*), count(DISTINCT (problem_id, chain, position)) FROM revision_attempts "
+                                  "WHERE chain_set_id = ?", [out["chain_set_id"]]).fetchall()[0]
+        assert n == distinct == cfg.chains.problems * sum(staircase(cfg.chains.budget))
+        trajectories_n = con.execute("SELECT count(*), max(len(context)) FROM revision_trajectories").fetchall()[0]
+        assert trajectories_n[0] > 0 and trajectories_n[1] <= cfg.data.max_context
+        scored = con.execute("SELECT verifier, count(*) FROM revision_scores GROUP BY 1").fetchall()
+        assert dict(scored) == {"orm": n, "prm": n}
+        curves = con.execute("SELECT rule, budget, length, accuracy, lo, hi FROM revision_curves WHERE level = 0 "
+                             "AND chain_set_id = ?", [out["chain_set_id"]]).fetchall()
+        assert {(b, length) for _, b, length, *_ in curves} == set(grid(cfg.chains.budget))
+        assert {"oracle", "majority_flat", "orm_hier", "prm_flat"} <= {r for r, *_ in curves}
+        assert all(0 <= lo <= acc <= hi <= 1 for *_, acc, lo, hi in curves)
+        # the oracle bounds every rule at the same (N, L)
+        oracle = {(b, length): acc for r, b, length, acc, *_ in curves if r == "oracle"}
+        assert all(acc <= oracle[(b, length)] + 1e-9 for r, b, length, acc, *_ in curves)
+        turns = con.execute("SELECT position FROM revision_turns WHERE level = 0 AND chain_set_id = ? ORDER BY 1",
+                            [out["chain_set_id"]]).fetchall()
+        assert [p for (p,) in turns] == list(range(cfg.chains.budget))
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
+    assert client.search_model_versions("name = 'ttscale-reviser'") and client.search_model_versions(f"name = '{ORM_NAME}'")
+    report = next((workdir / "reports").glob(f"revise-{out['chain_set_id']}.md")).read_text()
+    assert "Revision model pass@1 at turn 0" in report and "| rule | L=1 |" in report
+
+
+def test_orm_round_trip_scores_the_same_from_the_registry(revised_workdir):
+    workdir, out = revised_workdir
+    from flows.score_bank import resolve_prm
+    from ttscale.workdir import Workdir
+
+    prompt, attempt = "rule\n\n01: init#0001=0001\n\n", "00: 0001#0001=0002\n\nans=0002"
+    local = PRM(Path(out["orm"])).score([prompt], [[attempt]])
+    registered = PRM(resolve_prm(f"models:/{ORM_NAME}/latest", Workdir.at(workdir))).score([prompt], [[attempt]])
+    assert len(local[0]) == 1 and 0.0 <= local[0][0] <= 1.0
+    assert registered[0] == pytest.approx(local[0])
+
+
+def test_rerun_adds_no_attempts(revised_workdir, smoke_config):
+    workdir, out = revised_workdir
+
+    def counts() -> tuple[int, ...]:
+        with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+            return tuple(con.execute(f"SELECT count(*) FROM {t}").fetchall()[0][0] for t in
+                         ("revision_trajectories", "revision_attempts", "revision_scores", "revision_selections"))
+
+    before = counts()
+    assert revise(config=smoke_config, workdir=str(workdir)) == out["chain_set_id"]
+    assert counts() == before
+
+
+def test_killed_chains_resume_without_duplicate_attempts(revised_workdir, smoke_config, tmp_path, monkeypatch):
+    workdir, _ = revised_workdir
+    fresh = tmp_path / "resume-revise"
+    for name in ("base", "reviser", "orm", "prm"):
+        shutil.copytree(workdir / "models" / name, fresh / "models" / name)
+    real = revisions_module.generate_round
+    monkeypatch.setattr(revisions_module, "generate_round", DiesOnCall(real, dies_on=3))
+    with pytest.raises(BaseException):
+        revise(config=smoke_config, workdir=str(fresh))
+    db = str(fresh / "ttscale.duckdb")
+    with duckdb.connect(db, read_only=True) as con:
+        first = con.execute("SELECT attempt_id, text FROM revision_attempts ORDER BY 1").fetchall()
+        assert {p for (p,) in con.execute("SELECT DISTINCT position FROM revision_attempts").fetchall()} == {0, 1}
+    resumed = DiesOnCall(real)
+    monkeypatch.setattr(revisions_module, "generate_round", resumed)
+    revise(config=smoke_config, workdir=str(fresh))
+    budget = smoke_config.revisions.chains.budget
+    assert resumed.calls == max(staircase(budget)) - 2  # only the rounds that were missing
+    with duckdb.connect(db, read_only=True) as con:
+        n, distinct = con.execute("SELECT count(*), count(DISTINCT (chain_set_id, problem_id, chain, position)) "
+                                  "FROM revision_attempts").fetchall()[0]
+        assert n == distinct == smoke_config.revisions.chains.problems * sum(staircase(budget))
+        kept = dict(con.execute("SELECT attempt_id, text FROM revision_attempts").fetchall())
+        assert all(kept[a] == text for a, text in first)  # committed rounds were not regenerated
