@@ -264,6 +264,25 @@ class RevisionConfig(Frozen):
         return self
 
 
+class DifficultyConfig(Frozen):
+    """Difficulty bins over the bank's problems (PAPER.md "Difficulty")."""
+
+    bins: int = Field(default=5, ge=2, description="quantile bins, bin 1 easiest")
+    samples: int = Field(default=8, ge=1, description="bank candidates whose mean final-step PRM score predicts "
+                         "difficulty (charged as estimation cost)")
+    seed: int = 0
+
+
+class AllocationConfig(Frozen):
+    """The compute-optimal policy per (bin, budget), cross-validated, and the global allocator."""
+
+    splits: int = Field(default=5, ge=1, description="random 2-fold splits averaged")
+    search_baseline: str = Field(default="best-of-N", description="the search strategy efficiency is measured against")
+    revision_baseline: str = Field(default="revisions L=1 orm_flat",
+                                   description="parallel sampling with the revision model, ORM-weighted")
+    seed: int = 0
+
+
 class ReportConfig(Frozen):
     majority_resamples: int = Field(default=200, ge=1)
 
@@ -281,4 +300,6 @@ class PipelineConfig(Frozen):
     scoring: ScoreConfig = ScoreConfig()
     search: SearchConfig = SearchConfig()
     revisions: RevisionConfig = RevisionConfig()
+    difficulty: DifficultyConfig = DifficultyConfig()
+    allocation: AllocationConfig = AllocationConfig()
     report: ReportConfig = ReportConfig()

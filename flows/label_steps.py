@@ -14,16 +14,16 @@ from dataclasses import asdict
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from configs.schema import LabelConfig, PipelineConfig
+from flows.stage import stage_run
 from models.generator import Generator, SamplingSpec, open_generator
 from tasks.labeling import METHOD, label_chunk
 from tasks.problems import Problem, load_problems
 from tasks.sampling import pending, problems_table, stable_hash
-from tasks.tracking import log_config, log_metrics
-from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run
+from tasks.tracking import log_metrics
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from warehouse.store import Warehouse
 
 STAGE = "label-steps"
@@ -70,26 +70,20 @@ def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
         if not todo and wh.is_finished(run_id):
             logger.info("nothing new to label")
             return bank
-        with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
-                        tags={"stage": STAGE, "preset": config.name, "label_bank_id": bank}) as ml_id:
-            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),
-                         mlflow_run_id=ml_id, prefect_flow_run_id=flow_run.get_id())
-            log_config(ml_id, {"labels": config.labels.model_dump(), "generator": config.generator.model_dump()})
-            try:
-                size = config.labels.problems_per_chunk
-                chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
-                if chunks:
-                    with open_generator(config.generator, model_dir) as generator:
-                        for chunk in tqdm(chunks, desc=STAGE, unit="chunk"):
-                            cands, steps, labels = label_and_grade(generator, chunk, spec, config.labels.rollouts,
-                                                                   bank, run_id, config.generator.model)
-                            with wh.transaction():
-                                wh.insert("candidates", cands)
-                                wh.insert("steps", steps)
-                                wh.insert("step_labels", labels)
-            except BaseException:
-                wh.finish_run(run_id, "failed")
-                raise
+        with stage_run(wh, wd, STAGE, run_id, config,
+                       {"labels": config.labels.model_dump(), "generator": config.generator.model_dump()},
+                       {"label_bank_id": bank}) as ml_id:
+            size = config.labels.problems_per_chunk
+            chunks = [todo[i : i + size] for i in range(0, len(todo), size)]
+            if chunks:
+                with open_generator(config.generator, model_dir) as generator:
+                    for chunk in tqdm(chunks, desc=STAGE, unit="chunk"):
+                        cands, steps, labels = label_and_grade(generator, chunk, spec, config.labels.rollouts,
+                                                               bank, run_id, config.generator.model)
+                        with wh.transaction():
+                            wh.insert("candidates", cands)
+                            wh.insert("steps", steps)
+                            wh.insert("step_labels", labels)
             cost = wh.query(
                 "SELECT count(*) AS problems, sum(samples) AS samples, sum(rollouts) AS rollouts, "
                 "sum(tokens) AS tokens, sum(flops) AS flops FROM labeling_cost WHERE label_bank_id = ?", [bank]
@@ -101,7 +95,6 @@ def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
             per_problem = {f"labeling_{k}_per_problem": float(cost[k] or 0) / max(1, cost["problems"])
                            for k in ("samples", "rollouts", "tokens", "flops")}
             log_metrics(ml_id, [(k, float(v or 0), 0) for k, v in {**cost, **summary, **per_problem}.items()])
-            wh.finish_run(run_id)
     logger.info("labels %s: %d steps (mean label %.3f); per problem %.0f rollouts, %.0f tokens, %.3g FLOPs",
                 bank, summary["steps"], summary["mean_label"] or 0, per_problem["labeling_rollouts_per_problem"],
                 per_problem["labeling_tokens_per_problem"], per_problem["labeling_flops_per_problem"])

@@ -9,6 +9,8 @@ from __future__ import annotations
 from prefect import flow
 
 from configs.schema import PipelineConfig
+from flows.allocate import allocate
+from flows.difficulty import difficulty
 from flows.label_steps import label_steps
 from flows.revise import revise
 from flows.revision_data import revision_data
@@ -24,7 +26,7 @@ from ttscale.workdir import DEFAULT_WORKDIR
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> dict[str, str]:
-    """Base model, sample bank, step labels, PRM, verifier curves, search curves, the revision sweep."""
+    """Base model, bank, step labels, PRM, verifier curves, search, revisions, difficulty, allocation."""
     out: dict[str, str] = {}
     if config.generator.model == "base":
         # 1. The embedded base model, trained from scratch and registered in MLflow.
@@ -50,4 +52,8 @@ def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
         out["orm"] = train_orm(config, workdir)
         # 10. Revision chains on the test problems; accuracy over (budget N, chain length L).
         out["chain_set_id"] = revise(config, workdir)
+    # 11. Difficulty: oracle bins (pass@1) and predicted bins (mean final-step PRM score).
+    out["difficulty"] = difficulty(config, workdir)
+    # 12. The compute-optimal policy per bin and budget, its gain over best-of-N, the global allocator.
+    out["allocation"] = allocate(config, workdir)
     return out

@@ -71,6 +71,19 @@ def verifiers(config: PipelineConfig, wd: Workdir) -> dict[str, tuple[Path, str 
     return out
 
 
+def sweep_ids(config: PipelineConfig, wd: Workdir, scorer_dirs: dict | None = None
+              ) -> tuple[str, str, dict[str, str], list[str]]:
+    """(chain set id, sweep run id, verifier -> scorer id, rules): what identifies this config's sweep."""
+    cfg = config.revisions.chains
+    lengths = staircase(cfg.budget) * cfg.chain_sets
+    chain_set_id = chain_set_key("sweep", reviser_dir(wd), lengths, cfg.window, chain_spec(config),
+                                 config.generator.backend)
+    scorers = {v: scorer_key(path, sep) for v, (path, sep, _) in (scorer_dirs or verifiers(config, wd)).items()}
+    rules = [r for r in RULES if r.split("_")[0] in ("oracle", "majority", *scorers)]
+    problems = [p.problem_id for p in load_problems(config.task) if p.split == "test"][: cfg.problems]
+    return chain_set_id, stable_hash(STAGE, chain_set_id, problems, scorers, rules, cfg.seed), scorers, rules
+
+
 def chains_by_problem(wh: Warehouse, chain_set_id: str, scorers: dict[str, str]) -> dict[str, dict[int, list[ChainAttempt]]]:
     rows = wh.query("SELECT a.problem_id, a.chain, a.position, a.final_answer, a.correct, "
                     "map_from_entries(list((s.verifier, s.score)) FILTER (WHERE s.verifier IS NOT NULL)) AS scores "
@@ -93,13 +106,10 @@ def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
     reviser = reviser_dir(wd)
     spec = chain_spec(config)
     lengths = staircase(cfg.budget) * cfg.chain_sets
-    chain_set_id = chain_set_key("sweep", reviser, lengths, cfg.window, spec, config.generator.backend)
     all_problems = load_problems(config.task)
     problems = [p for p in all_problems if p.split == "test"][: cfg.problems]
     scorer_dirs = verifiers(config, wd)
-    scorers = {v: scorer_key(path, sep) for v, (path, sep, _) in scorer_dirs.items()}
-    rules = [r for r in RULES if r.split("_")[0] in ("oracle", "majority", *scorers)]
-    run_id = stable_hash(STAGE, chain_set_id, [p.problem_id for p in problems], scorers, rules, cfg.seed)
+    chain_set_id, run_id, scorers, rules = sweep_ids(config, wd, scorer_dirs)
     with Warehouse(wd.warehouse) as wh:
         wh.insert("problems", problems_table(all_problems))
         if wh.is_finished(run_id):

@@ -14,16 +14,16 @@ from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from configs.schema import BankConfig, PipelineConfig
+from flows.stage import stage_run
 from models.generator import Generator, SamplingSpec, open_generator
 from tasks.problems import Problem, load_problems
 from tasks.report import build_bank_report, plot_bank
 from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
-from tasks.tracking import log_config, log_metrics, publish_report
-from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run
+from tasks.tracking import log_metrics, publish_report
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from warehouse.shards import write_chunk, written_chunks
 from warehouse.store import Warehouse
 
@@ -63,25 +63,16 @@ def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
         if not todo and wh.is_finished(run_id):
             logger.info("nothing new to sample; the report is in the warehouse and MLflow")
             return bank
-        with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
-                        tags={"stage": STAGE, "preset": config.name, "bank_id": bank}) as ml_id:
-            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),
-                         mlflow_run_id=ml_id, prefect_flow_run_id=flow_run.get_id())
-            log_config(ml_id, config.model_dump(mode="json"))
-            try:
-                if todo:
-                    _sample_pending(wh, config, model_dir, todo, spec, bank, run_id)
-                report = build_bank_report(wh, bank, config.report.majority_resamples, seed=config.bank.seed)
-                wh.insert("metrics", report.metrics_table(run_id))
-            except BaseException:
-                wh.finish_run(run_id, "failed")
-                raise
+        with stage_run(wh, wd, STAGE, run_id, config, config.model_dump(mode="json"), {"bank_id": bank}) as ml_id:
+            if todo:
+                _sample_pending(wh, config, model_dir, todo, spec, bank, run_id)
+            report = build_bank_report(wh, bank, config.report.majority_resamples, seed=config.bank.seed)
+            wh.insert("metrics", report.metrics_table(run_id))
             log_metrics(ml_id, report.mlflow_metrics())
             plot = plot_bank(report, wd.reports / f"{STAGE}-{bank}.png")
             markdown = report.markdown(f"Sample bank {bank} ({config.name}, model {config.generator.model})")
             publish_report(wd.reports, f"{STAGE}-{bank}", markdown, plot, "sample-bank-report",
                            f"pass@k / majority@k / guessing for bank {bank}")
-            wh.finish_run(run_id)
     logger.info("bank %s complete: report at %s", bank, wd.reports)
     return bank
 

@@ -16,19 +16,19 @@ import mlflow
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from configs.schema import PipelineConfig
 from flows.sample_bank import sampling_spec
+from flows.stage import stage_run
 from models.prm import PRM
 from tasks.problems import Problem, load_problems
 from tasks.sampling import bank_id, prompt_for, stable_hash
 from tasks.selection import AGGREGATIONS, ProblemCandidates, aggregate, curves
-from tasks.tracking import log_config, log_metrics, publish_report, registered_model_path
+from tasks.tracking import log_metrics, publish_report, registered_model_path
 from tasks.verifier_report import (Quality, curve_metrics, curves_markdown, curves_table, plot_curves,
                                    points_from_table, within_problem_auc)
-from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run, read_record
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, read_record
 from warehouse.store import Warehouse
 
 STAGE = "score-bank"
@@ -122,33 +122,26 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
         if not todo and wh.is_finished(run_id):
             logger.info("nothing new to score; the curves are in the warehouse and MLflow")
             return scorer_id
-        with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
-                        tags={"stage": STAGE, "preset": config.name, "bank_id": bank, "scorer_id": scorer_id}) as ml_id:
-            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),
-                         mlflow_run_id=ml_id, prefect_flow_run_id=flow_run.get_id())
-            log_config(ml_id, {"scoring": cfg.model_dump(), "prm_dir": str(prm_dir)})
-            try:
-                if todo:
-                    scorer = PRM(prm_dir, cfg.batch_size, cfg.step_separator, cfg.threads)
-                    by_problem: dict[str, list[dict]] = defaultdict(list)
-                    for r in todo:
-                        by_problem[r["problem_id"]].append(r)
-                    ids = list(by_problem)
-                    chunks = [ids[i : i + cfg.problems_per_chunk] for i in range(0, len(ids), cfg.problems_per_chunk)]
-                    for chunk in tqdm(chunks, desc=STAGE, unit="chunk"):
-                        table = score_chunk(scorer, [r for pid in chunk for r in by_problem[pid]], problems,
-                                            scorer_id, run_id)
-                        with wh.transaction():
-                            wh.insert("step_scores", table)
-                candidates = bank_candidates(wh, bank, scorer_id)
-                bank_auc = within_problem_auc(candidates, cfg.aggregation)
-                points = curves(candidates, cfg.resamples, seed=config.bank.seed)
-                with wh.transaction():  # derived data: replaced whole, so a new resample count takes effect
-                    wh.con.execute("DELETE FROM selection_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id])
-                    wh.insert("selection_curves", curves_table(points, bank, scorer_id, run_id, cfg.resamples))
-            except BaseException:
-                wh.finish_run(run_id, "failed")
-                raise
+        with stage_run(wh, wd, STAGE, run_id, config, {"scoring": cfg.model_dump(), "prm_dir": str(prm_dir)},
+                       {"bank_id": bank, "scorer_id": scorer_id}) as ml_id:
+            if todo:
+                scorer = PRM(prm_dir, cfg.batch_size, cfg.step_separator, cfg.threads)
+                by_problem: dict[str, list[dict]] = defaultdict(list)
+                for r in todo:
+                    by_problem[r["problem_id"]].append(r)
+                ids = list(by_problem)
+                chunks = [ids[i : i + cfg.problems_per_chunk] for i in range(0, len(ids), cfg.problems_per_chunk)]
+                for chunk in tqdm(chunks, desc=STAGE, unit="chunk"):
+                    table = score_chunk(scorer, [r for pid in chunk for r in by_problem[pid]], problems,
+                                        scorer_id, run_id)
+                    with wh.transaction():
+                        wh.insert("step_scores", table)
+            candidates = bank_candidates(wh, bank, scorer_id)
+            bank_auc = within_problem_auc(candidates, cfg.aggregation)
+            points = curves(candidates, cfg.resamples, seed=config.bank.seed)
+            with wh.transaction():  # derived data: replaced whole, so a new resample count takes effect
+                wh.con.execute("DELETE FROM selection_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id])
+                wh.insert("selection_curves", curves_table(points, bank, scorer_id, run_id, cfg.resamples))
             points = points_from_table(wh.query(
                 "SELECT * FROM verifier_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]))
             quality = _prm_quality(wh, prm_dir)
@@ -162,7 +155,6 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
                                        quality, bank_auc)
             publish_report(wd.reports, f"{STAGE}-{bank}-{scorer_id}", markdown, plot, "verifier-curves",
                            f"accuracy vs N by selection rule, bank {bank}")
-            wh.finish_run(run_id)
     logger.info("verifier curves for bank %s, scorer %s: report at %s", bank, scorer_id, wd.reports)
     return scorer_id
 

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
 from configs.schema import PipelineConfig, SearchConfig
 from flows.score_bank import resolve_prm, scorer_key
+from flows.stage import stage_run
 from models.generator import Generator, open_generator
 from models.prm import PRM
 from tasks.problems import Problem, load_problems
@@ -25,8 +25,8 @@ from tasks.sampling import problems_table, stable_hash
 from tasks.search import SELECTION, STRATEGIES, SearchParams
 from tasks.search.records import to_tables
 from tasks.search_report import findings, plot_search, search_markdown, search_metrics
-from tasks.tracking import log_config, log_metrics, publish_report
-from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run
+from tasks.tracking import log_metrics, publish_report
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from warehouse.store import Warehouse
 
 STAGE = "search"
@@ -78,24 +78,16 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
         if not todo and wh.is_finished(run_id):
             logger.info("nothing new to search; the curves are in the warehouse and MLflow")
             return scorer_id
-        with mlflow_run(wd, STAGE, resume_id=wh.mlflow_run_id(run_id),
-                        tags={"stage": STAGE, "preset": config.name, "scorer_id": scorer_id}) as ml_id:
-            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"),
-                         mlflow_run_id=ml_id, prefect_flow_run_id=flow_run.get_id())
-            log_config(ml_id, {"search": config.search.model_dump(), "scorer_id": scorer_id})
-            try:
-                if todo:
-                    scorer = PRM(prm_dir, config.scoring.batch_size, config.scoring.step_separator,
-                                 config.scoring.threads)
-                    with open_generator(config.generator, model_dir) as generator:
-                        for params in tqdm(todo, desc=STAGE, unit="run"):
-                            nodes, selections = run_search(params, problems, generator, scorer, run_id, scorer_id)
-                            with wh.transaction():
-                                wh.insert("search_nodes", nodes)
-                                wh.insert("selections", selections)
-            except BaseException:
-                wh.finish_run(run_id, "failed")
-                raise
+        with stage_run(wh, wd, STAGE, run_id, config, {"search": config.search.model_dump(), "scorer_id": scorer_id},
+                       {"scorer_id": scorer_id}) as ml_id:
+            if todo:
+                scorer = PRM(prm_dir, config.scoring.batch_size, config.scoring.step_separator, config.scoring.threads)
+                with open_generator(config.generator, model_dir) as generator:
+                    for params in tqdm(todo, desc=STAGE, unit="run"):
+                        nodes, selections = run_search(params, problems, generator, scorer, run_id, scorer_id)
+                        with wh.transaction():
+                            wh.insert("search_nodes", nodes)
+                            wh.insert("selections", selections)
             curve = wh.query("SELECT * FROM accuracy_vs_budget WHERE scorer_id = ?", [scorer_id]).to_pylist()
             log_metrics(ml_id, search_metrics(curve))
             plot = plot_search(curve, wd.reports / f"{STAGE}-{scorer_id}.png")
@@ -103,6 +95,5 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
                                        findings(curve))
             publish_report(wd.reports, f"{STAGE}-{scorer_id}", markdown, plot, "search-curves",
                            "accuracy vs budget per search strategy")
-            wh.finish_run(run_id)
     logger.info("search curves for scorer %s: report at %s", scorer_id, wd.reports)
     return scorer_id

@@ -16,16 +16,16 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
 
 from configs.schema import PipelineConfig, PRMConfig
 from flows.label_steps import label_bank_id
+from flows.stage import stage_run
 from models.prm import LabeledSolution, PRMTrainResult, train_prm as fit_prm
 from tasks.problems import load_problems
 from tasks.sampling import prompt_for, stable_hash
-from tasks.tracking import log_config, log_metrics, register_model
+from tasks.tracking import log_metrics, register_model
 from tasks.verifier_report import plot_calibration, quality
-from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, mlflow_run, staged_dir, trained_record, write_record
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
 from warehouse.store import Warehouse
 
 STAGE = "train-prm"
@@ -74,17 +74,10 @@ def train_prm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
         if not solutions:
             raise ValueError(f"no step labels for label bank {label_bank}: run `ttscale label-steps` first")
         run_id = stable_hash(STAGE, key)
-        with staged_dir(out) as tmp, mlflow_run(wd, STAGE, tags={"stage": STAGE, "preset": config.name,
-                                                                 "label_bank_id": label_bank}) as ml_id:
-            log_config(ml_id, {"prm": config.prm.model_dump(), "label_bank_id": label_bank,
-                               "solutions": len(solutions)})
-            wh.start_run(run_id, STAGE, config.name, config.model_dump(mode="json"), mlflow_run_id=ml_id,
-                         prefect_flow_run_id=flow_run.get_id())
-            try:
-                result = fit(config.prm, base_dir, solutions, tmp)
-            except BaseException:
-                wh.finish_run(run_id, "failed")
-                raise
+        with staged_dir(out) as tmp, stage_run(wh, wd, STAGE, run_id, config,
+                                               {"prm": config.prm.model_dump(), "label_bank_id": label_bank,
+                                                "solutions": len(solutions)}, {"label_bank_id": label_bank}) as ml_id:
+            result = fit(config.prm, base_dir, solutions, tmp)
             q = quality(result.val_predictions, result.val_labels)
             log_metrics(ml_id, [(f"prm_{name}_loss", v, e + 1) for name, losses in
                                 (("train", result.train_loss), ("val", result.val_loss)) for e, v in enumerate(losses)]
@@ -98,7 +91,6 @@ def train_prm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
             write_record(tmp, {"key": key, "mlflow_run_id": ml_id, "registered": REGISTERED_NAME,
                                "version": version, "label_bank_id": label_bank, "warehouse_run_id": run_id})
             wh.insert("metrics", q.metrics_table(run_id))
-            wh.finish_run(run_id)
     summary = (f"PRM ({config.prm.mode}) on {len(solutions)} labeled solutions: {result.epochs} epochs "
                f"(best {result.best_epoch}), held-out step AUC {q.auc:.3f}, ECE {q.ece:.3f}, Brier {q.brier:.3f}; "
                f"registered {REGISTERED_NAME} v{version}")

@@ -38,3 +38,16 @@ def test_configs_are_frozen():
     cfg = load_config("smoke")
     with pytest.raises(Exception):
         cfg.bank.n = 3  # type: ignore[misc]
+
+
+def test_revision_settings_that_cannot_work_are_refused(tmp_path: Path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("revisions:\n  chains:\n    budget: 6\n")
+    with pytest.raises(ConfigError, match="power of two"):
+        load_config(str(bad))
+    bad.write_text("revisions:\n  reviser:\n    max_seq_len: 512\n  chains:\n    window: 4\n    max_tokens: 320\n")
+    with pytest.raises(ConfigError, match="cannot hold 4 previous attempts"):
+        load_config(str(bad))
+    bad.write_text("revisions:\n  chains:\n    rule: best_guess\n")
+    with pytest.raises(ConfigError, match="revisions.chains.rule"):
+        load_config(str(bad))

@@ -204,3 +204,30 @@ def test_killed_chains_resume_without_duplicate_attempts(revised_workdir, smoke_
         assert n == distinct == smoke_config.revisions.chains.problems * sum(staircase(budget))
         kept = dict(con.execute("SELECT attempt_id, text FROM revision_attempts").fetchall())
         assert all(kept[a] == text for a, text in first)  # committed rounds were not regenerated
+
+
+def test_revise_without_a_revision_model_says_what_to_do(trained_workdir: Path, smoke_config, tmp_path):
+    workdir = tmp_path / "no-reviser"
+    shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
+    with pytest.raises(FileNotFoundError, match="train-reviser"):
+        revise(config=smoke_config, workdir=str(workdir))
+
+
+def test_reviser_learns_only_the_target_and_lora_merges(base_model_dir: Path, tmp_path: Path):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from configs.schema import ReviserConfig
+    from models.reviser import encode_example, train_reviser
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    ids, labels = encode_example(tokenizer, "question\n\n", "answer")
+    n_target = len(tokenizer.encode("answer", add_special_tokens=False)) + 1  # + <eos>
+    assert len(ids) == len(labels) and labels[-n_target:] == ids[-n_target:]
+    assert all(label == -100 for label in labels[:-n_target])
+    examples = [(revision_prompt(_problem(), [WRONG[0]]), CORRECT), (revision_prompt(_problem(), []), CORRECT)]
+    cfg = ReviserConfig(mode="lora", max_updates=2, batch_size=2, max_seq_len=512, lora_r=2, lora_alpha=4)
+    result = train_reviser(cfg, base_model_dir, examples, tmp_path / "lora")
+    assert result.updates == 2 and result.trainable_params < result.n_params and result.skipped_too_long == 0
+    merged = AutoModelForCausalLM.from_pretrained(tmp_path / "lora")
+    assert merged.config.max_position_embeddings == 512  # served at the revision context length
+    assert not any("lora" in name for name, _ in merged.named_parameters())

@@ -1,5 +1,5 @@
-"""A real SIGKILL in the middle of sampling: the re-run loses nothing, duplicates nothing, and
-does not sample again what was committed before the kill."""
+"""A real SIGKILL in the middle of sampling, and again in the middle of step labeling: the re-run
+loses nothing, duplicates nothing, and does not generate again what was committed before the kill."""
 
 from __future__ import annotations
 
@@ -17,15 +17,8 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 
 
-def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, tmp_path: Path):
-    workdir = tmp_path / "killed"
-    shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
-    config = smoke_config.model_dump(mode="json")
-    config["task"]["n_test"] = 60
-    config["bank"].update({"problems_per_chunk": 2, "seed": 21})
-    preset = tmp_path / "kill.yaml"
-    preset.write_text(yaml.safe_dump(config))
-    cmd = [sys.executable, "-m", "ttscale.cli", "sample-bank", "-p", str(preset), "-w", str(workdir)]
+def _kill_mid_run(cmd: list[str]) -> None:
+    """Start a stage in its own process group, wait for its first finished chunk task, then SIGKILL it."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     seen = ""
@@ -39,6 +32,18 @@ def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, t
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     assert proc.returncode == -signal.SIGKILL, seen[-2000:]
+
+
+def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, tmp_path: Path):
+    workdir = tmp_path / "killed"
+    shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
+    config = smoke_config.model_dump(mode="json")
+    config["task"]["n_test"] = 60
+    config["bank"].update({"problems_per_chunk": 2, "seed": 21})
+    preset = tmp_path / "kill.yaml"
+    preset.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "ttscale.cli", "sample-bank", "-p", str(preset), "-w", str(workdir)]
+    _kill_mid_run(cmd)
 
     db = str(workdir / "ttscale.duckdb")
     with duckdb.connect(db, read_only=True) as con:
@@ -57,3 +62,33 @@ def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, t
             "SELECT count(*) - count(DISTINCT (candidate_id, step_index)) FROM steps").fetchall()[0][0]
     assert n == distinct == total and steps_dupes == 0
     assert {k: after[k] for k in before} == before  # committed problems were not sampled again
+
+
+def test_sigkill_mid_labeling_then_resume(trained_workdir: Path, smoke_config, tmp_path: Path):
+    workdir = tmp_path / "killed-labels"
+    shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
+    config = smoke_config.model_dump(mode="json")
+    config["task"]["n_train"] = 40
+    config["labels"].update({"problems": 40, "problems_per_chunk": 2, "seed": 21})
+    preset = tmp_path / "kill-labels.yaml"
+    preset.write_text(yaml.safe_dump(config))
+    cmd = [sys.executable, "-m", "ttscale.cli", "label-steps", "-p", str(preset), "-w", str(workdir)]
+    _kill_mid_run(cmd)
+
+    db = str(workdir / "ttscale.duckdb")
+    query = ("SELECT c.candidate_id, c.created_at, count(l.step_index) AS labels, c.n_steps FROM candidates c "
+             "LEFT JOIN step_labels l USING (candidate_id) WHERE c.method = 'label' GROUP BY ALL")
+    with duckdb.connect(db, read_only=True) as con:
+        before = {r[0]: r[1] for r in con.execute(query).fetchall()}
+        partial = con.execute(f"SELECT count(*) FROM ({query}) WHERE labels <> n_steps").fetchall()[0][0]
+    total = 40 * config["labels"]["samples"]
+    assert 0 < len(before) < total, "the kill should land after some chunks and before the last"
+    assert partial == 0  # every stored solution has all its step labels: chunks commit whole
+
+    done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    with duckdb.connect(db, read_only=True) as con:
+        after = {r[0]: r[1] for r in con.execute(query).fetchall()}
+        dupes = con.execute("SELECT count(*) - count(DISTINCT (candidate_id, step_index)) FROM step_labels").fetchall()
+    assert len(after) == total and dupes[0][0] == 0
+    assert {k: after[k] for k in before} == before  # labeled problems were not sampled or rolled out again

@@ -37,6 +37,8 @@ def _config(preset: str):  # -> PipelineConfig
 
 
 def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command needs them
+    from flows.allocate import allocate
+    from flows.difficulty import difficulty
     from flows.label_steps import label_steps
     from flows.load_shards import load_shards
     from flows.pipeline import pipeline
@@ -53,7 +55,7 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
     return {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank, "search": search,
             "load-shards": load_shards, "revision-data": revision_data, "train-reviser": train_reviser,
-            "train-orm": train_orm, "revise": revise}
+            "train-orm": train_orm, "revise": revise, "difficulty": difficulty, "allocate": allocate}
 
 
 def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
@@ -76,7 +78,8 @@ def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
 STAGES = {
     "run": ("pipeline", "Run the whole pipeline: train the embedded model, sample and grade the bank, label "
                         "steps, train the PRM, score the bank, search against the PRM, train the revision "
-                        "model and its verifier, sweep sequential vs parallel revisions, write the curves."),
+                        "model and its verifier, sweep sequential vs parallel revisions, bin problems by difficulty, fit the "
+                        "compute-optimal policy, write the curves."),
     "train-base": ("train-base", "Train the embedded ~1M-parameter model from scratch and register it in MLflow."),
     "sample-bank": ("sample-bank", "Sample N candidates per problem, grade them, store them, and report pass@k."),
     "label-steps": ("label-steps", "Label the steps of sampled train-split solutions with Monte-Carlo rollouts "
@@ -96,6 +99,10 @@ STAGES = {
                                "register it as ttscale-orm."),
     "revise": ("revise", "Revision chains on the test problems; accuracy over (budget N, chain length L) per "
                          "selection rule and level; the revision findings."),
+    "difficulty": ("difficulty", "Oracle (pass@1) and predicted (mean final-step PRM score) difficulty bins per "
+                                 "test problem, with what estimating them cost."),
+    "allocate": ("allocate", "The compute-optimal strategy per difficulty bin and budget (2-fold cross-validated), "
+                             "its efficiency over best-of-N, and the global budget allocator."),
 }
 
 

@@ -216,3 +216,55 @@ CREATE TABLE IF NOT EXISTS revision_selections (
     correct      BOOLEAN NOT NULL,
     PRIMARY KEY (chain_set_id, run_id, problem_id, chain_set, budget, length, rule)
 );
+
+-- Difficulty per test problem: oracle (base model pass@1 from the bank) or predicted
+-- (mean final-step PRM score of the first `samples` bank candidates), in quantile bins
+-- (bin 1 easiest), with what estimating it cost.
+CREATE TABLE IF NOT EXISTS difficulty (
+    bank_id    VARCHAR NOT NULL,
+    scorer_id  VARCHAR NOT NULL,   -- '-' for oracle bins
+    run_id     VARCHAR NOT NULL,
+    problem_id VARCHAR NOT NULL,
+    kind       VARCHAR NOT NULL,   -- oracle | predicted
+    value      DOUBLE NOT NULL,    -- pass@1, or mean final-step score
+    bin        INTEGER NOT NULL,
+    samples    INTEGER NOT NULL,   -- generations read to estimate it
+    tokens     BIGINT NOT NULL,    -- their tokens (predicted: plus the PRM's)
+    flops      DOUBLE NOT NULL,
+    PRIMARY KEY (bank_id, scorer_id, problem_id, kind)
+);
+
+-- The compute-optimal policy fitted on all problems of a source (for serving): per
+-- difficulty bin and budget, the strategy with the best accuracy, and the bin's value range.
+CREATE TABLE IF NOT EXISTS allocation_policy (
+    run_id     VARCHAR NOT NULL,
+    source     VARCHAR NOT NULL,   -- search | revisions
+    bin_kind   VARCHAR NOT NULL,   -- oracle | predicted
+    bin        INTEGER NOT NULL,
+    budget     INTEGER NOT NULL,
+    strategy   VARCHAR NOT NULL,
+    accuracy   DOUBLE NOT NULL,    -- in-sample, on the bin's problems
+    problems   INTEGER NOT NULL,
+    value_min  DOUBLE NOT NULL,    -- the bin's difficulty values, to place a new problem
+    value_max  DOUBLE NOT NULL,
+    PRIMARY KEY (run_id, source, bin_kind, bin, budget)
+);
+
+-- Held-out (2-fold cross-validated) results per budget: the compute-optimal policy vs
+-- best-of-N, the best-of-N budget that matches it, and the global allocator at equal compute.
+CREATE TABLE IF NOT EXISTS allocation_results (
+    run_id              VARCHAR NOT NULL,
+    source              VARCHAR NOT NULL,
+    bin_kind            VARCHAR NOT NULL,
+    budget              INTEGER NOT NULL,
+    baseline            VARCHAR NOT NULL,  -- the strategy efficiency is measured against
+    optimal_accuracy    DOUBLE NOT NULL,
+    baseline_accuracy   DOUBLE NOT NULL,
+    equivalent_budget   DOUBLE NOT NULL,   -- best-of-N budget reaching optimal_accuracy
+    ratio               DOUBLE NOT NULL,   -- equivalent_budget / budget
+    ratio_charged       DOUBLE NOT NULL,   -- equivalent_budget / (budget + estimation samples)
+    censored            VARCHAR NOT NULL,  -- '' exact, '>=' or '<=' at the end of the best-of-N curve
+    allocator_accuracy  DOUBLE NOT NULL,   -- global allocator, estimation cost charged
+    uniform_accuracy    DOUBLE NOT NULL,   -- per-bin policy at a uniform budget
+    PRIMARY KEY (run_id, source, bin_kind, budget)
+);
