@@ -108,7 +108,8 @@ def plot_search(rows: Sequence[dict], path: Path) -> Path:
     for ax, level in zip(axes[0], levels):
         for name, series in _series(rows, level).items():
             ax.errorbar([r["charged"] for r in series], [r["accuracy"] for r in series],
-                        yerr=[[r["accuracy"] - r["lo"] for r in series], [r["hi"] - r["accuracy"] for r in series]],
+                        yerr=[[max(0.0, r["accuracy"] - r["lo"]) for r in series],
+                              [max(0.0, r["hi"] - r["accuracy"]) for r in series]],
                         marker=".", capsize=2, label=name)
         ax.set_xscale("log", base=2)
         ax.set(title="all levels" if level == 0 else f"level {level}", xlabel="generation budget", ylim=(0, 1.02))

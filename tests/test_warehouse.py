@@ -51,3 +51,20 @@ def test_runs_resume_keeps_one_row(tmp_path: Path):
         wh.start_run("r1", "sample-bank", "smoke", {"a": 1})
         rows = wh.query("SELECT status, mlflow_run_id FROM runs").to_pylist()
         assert rows == [{"status": "running", "mlflow_run_id": "m1"}]
+
+
+def test_interval_views_hold_their_estimate_at_zero_and_one(tmp_path):
+    """Wilson intervals must contain the estimate even when every answer is right or every one wrong."""
+    from warehouse.store import Warehouse
+
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.con.execute("INSERT INTO problems SELECT 'p' || i, 'arith', 'test', i, 1 + i % 2, 'q', '1', '{}' "
+                       "FROM range(7) t(i)")
+        wh.con.execute("INSERT INTO revision_selections SELECT 'c', 'r', 'p' || i, 0, 4, 2, rule, '1', rule = 'oracle' "
+                       "FROM range(7) t(i), (VALUES ('oracle'), ('majority_flat')) v(rule)")
+        wh.con.execute("INSERT INTO selections SELECT 'k' || s, 'p' || i, 'r', 's', 'beam', 4, 2, 0, s, '1', s = 0, "
+                       "1, 4, 4, 10, 10, 10, 1.0 FROM range(7) t(i), range(2) u(s)")
+        for view in ("revision_curves", "accuracy_vs_budget"):
+            rows = wh.query(f"SELECT accuracy, lo, hi FROM {view}").to_pylist()
+            assert rows and all(0.0 <= r["lo"] <= r["accuracy"] <= r["hi"] <= 1.0 for r in rows), (view, rows)
+        assert {r["accuracy"] for r in wh.query("SELECT accuracy FROM revision_curves").to_pylist()} == {0.0, 1.0}

@@ -99,10 +99,10 @@ WITH per_seed AS (
 )
 -- lo/hi: a 95% Wilson interval over every (problem, seed) selection pooled.
 SELECT scorer_id, strategy, width, lookahead, budget, charged, level, accuracy, seed_min, seed_max, seeds, problems,
-       greatest(0.0, (accuracy + 1.92 / n - 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n)))
-                     / (1 + 3.8416 / n)) AS lo,
-       least(1.0, (accuracy + 1.92 / n + 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n)))
-                  / (1 + 3.8416 / n)) AS hi,
+       least(accuracy, greatest(0.0, (accuracy + 1.9208 / n
+             - 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n))) AS lo,
+       greatest(accuracy, least(1.0, (accuracy + 1.9208 / n
+             + 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n))) AS hi,
        tokens_per_problem, flops_per_problem
 FROM pooled
 ORDER BY scorer_id, strategy, width, lookahead, level, budget;
@@ -118,10 +118,10 @@ WITH acc AS (
                             (s.chain_set_id, s.run_id, s.rule, s.budget, s.length))
 )
 SELECT chain_set_id, run_id, rule, level, budget, length, budget // length AS chains, accuracy, n AS selections,
-       greatest(0.0, (accuracy + 1.92 / n - 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n)))
-                     / (1 + 3.8416 / n)) AS lo,
-       least(1.0, (accuracy + 1.92 / n + 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n)))
-                  / (1 + 3.8416 / n)) AS hi
+       least(accuracy, greatest(0.0, (accuracy + 1.9208 / n
+             - 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n))) AS lo,
+       greatest(accuracy, least(1.0, (accuracy + 1.9208 / n
+             + 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n))) AS hi
 FROM acc
 ORDER BY chain_set_id, run_id, rule, level, budget, length;
 
