@@ -109,7 +109,9 @@ def allocate(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
                                             optimal_accuracy=e.target, baseline_accuracy=cv.baseline[n],
                                             equivalent_budget=e.equivalent, ratio=e.ratio,
                                             ratio_charged=charged[n].ratio, censored=e.censored,
-                                            allocator_accuracy=allocator[n][0], uniform_accuracy=allocator[n][1]))
+                                            allocator_accuracy=allocator[n][0],
+                                            allocator_free_accuracy=allocator[n][1],
+                                            uniform_accuracy=allocator[n][2]))
                     problems = shared_problems(outcomes, bins[kind])
                     for (b, n), (strategy, acc) in fit_policy(outcomes, bins[kind], problems, baseline).items():
                         members = [values[kind][p] for p in problems if bins[kind][p] == b]
@@ -124,7 +126,8 @@ def allocate(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
                      for kind in ("oracle", "predicted")}
             log_metrics(ml_id, [(f"allocation/{r['source']}/{r['bin_kind']}/{key}", r[key], r["budget"])
                                 for r in results for key in ("optimal_accuracy", "baseline_accuracy", "ratio",
-                                                             "ratio_charged", "allocator_accuracy")])
+                                                             "ratio_charged", "allocator_accuracy",
+                                                             "allocator_free_accuracy")])
             plot = plot_allocation(results, wd.reports / f"{STAGE}-{run_id}.png")
             publish_report(wd.reports, f"{STAGE}-{run_id}",
                            allocation_markdown(results, policy_rows, agree, costs,

@@ -140,56 +140,61 @@ def allocate(curves: Mapping[int, Mapping[int, float]], bins: Mapping[str, int],
     """Spend `total` across problems where the predicted marginal gain per unit of compute is largest.
 
     `curves[bin][budget]` is the predicted accuracy of a problem of that bin at that budget
-    (budgets are powers of two; 0 means no attempt). Each problem first pays
-    `cost_per_problem` (estimating its difficulty); then budgets double greedily, best
-    gain per extra sample first, while the total allows and a step still gains. Never
-    spends more than `total`.
+    (0 means no attempt). Each problem first pays `cost_per_problem` (estimating its
+    difficulty); then, greedily, the raise with the best predicted gain per extra sample
+    is bought, a raise being a jump to any larger budget on the curve (so a flat stretch
+    before a gain does not stop it), while the total allows and a raise still gains.
+    Never spends more than `total`.
     """
     left = total - cost_per_problem * len(bins)
     budget = {p: 0 for p in bins}
     if left < 0:
         return budget
 
-    def step(p: str) -> tuple[float, int] | None:
-        now = budget[p]
-        nxt = 1 if now == 0 else now * 2
-        curve = curves.get(bins[p], {})
-        if nxt not in curve:
-            return None
-        gain = curve[nxt] - (curve.get(now, 0.0) if now else 0.0)
-        return gain / (nxt - now), nxt - now
+    def best_move(p: str) -> tuple[float, int, int] | None:
+        """(gain per extra sample, extra samples, new budget) of the best affordable raise, if any gains."""
+        now, curve = budget[p], curves.get(bins[p], {})
+        here = curve.get(now, 0.0) if now else 0.0
+        moves = [((curve[b] - here) / (b - now), b - now, b) for b in curve if b > now and b - now <= left]
+        moves = [m for m in moves if m[0] > 0]
+        return max(moves, key=lambda m: (m[0], -m[1])) if moves else None
 
     while True:
-        options = [(s[0], p, s[1]) for p in sorted(bins) if (s := step(p)) is not None and s[1] <= left and s[0] > 0]
+        options = [(m, p) for p in sorted(bins) if (m := best_move(p)) is not None]
         if not options:
             return budget
-        _, p, cost = max(options, key=lambda o: (o[0], -o[2]))
-        budget[p] = 1 if budget[p] == 0 else budget[p] * 2
+        (_, cost, target), p = max(options, key=lambda o: (o[0][0], -o[0][1]))
+        budget[p] = target
         left -= cost
 
 
 def evaluate_allocator(outcomes: Outcomes, bins: Mapping[str, int], baseline: str, splits: int, charge: float,
-                       seed: int = 0) -> dict[int, tuple[float, float, float]]:
-    """At equal total compute (len(test) x N per fold): budget -> (global allocator, per-bin policy at a
-    uniform N, baseline at a uniform N), all scored on held-out problems. The allocator pays `charge`
-    per problem for estimating difficulty out of the same total; the uniform policies are not charged."""
+                       seed: int = 0) -> dict[int, tuple[float, float, float, float]]:
+    """At equal total compute (len(test) x N per fold): budget -> (global allocator paying `charge` per
+    problem for its difficulty estimate out of the total, the allocator with the estimate free, the
+    per-bin policy at a uniform N, the baseline at a uniform N), all scored on held-out problems."""
     problems = shared_problems(outcomes, bins)
     budgets = [n for n in budgets_of(outcomes) if (baseline, n) in outcomes]
-    sums = {n: [0.0, 0.0, 0.0] for n in budgets}
+    sums = {n: [0.0, 0.0, 0.0, 0.0] for n in budgets}
+
+    def scored(policy: Mapping[tuple[int, int], tuple[str, float]], p: str, n: int) -> float:
+        return outcomes.get((_lookup(policy, bins[p], n, baseline), n), {}).get(p, 0.0) if n else 0.0
+
     for policy, test in held_out_policies(outcomes, bins, baseline, splits, seed):
         curves: dict[int, dict[int, float]] = {}
         for (level, n), (_, acc) in policy.items():
             curves.setdefault(level, {})[n] = acc
+        test_bins = {p: bins[p] for p in test}
         for n in budgets:
-            spent = allocate(curves, {p: bins[p] for p in test}, total=len(test) * n, cost_per_problem=charge)
+            charged = allocate(curves, test_bins, total=len(test) * n, cost_per_problem=charge)
+            free = allocate(curves, test_bins, total=len(test) * n)
             for p in test:
-                got = spent[p]
-                if got:
-                    sums[n][0] += outcomes.get((_lookup(policy, bins[p], got, baseline), got), {}).get(p, 0.0)
-                sums[n][1] += outcomes.get((_lookup(policy, bins[p], n, baseline), n), {}).get(p, 0.0)
-                sums[n][2] += outcomes[(baseline, n)][p]
+                sums[n][0] += scored(policy, p, charged[p])
+                sums[n][1] += scored(policy, p, free[p])
+                sums[n][2] += scored(policy, p, n)
+                sums[n][3] += outcomes[(baseline, n)][p]
     scale = splits * len(problems)
-    return {n: (v[0] / scale, v[1] / scale, v[2] / scale) for n, v in sums.items()}
+    return {n: (v[0] / scale, v[1] / scale, v[2] / scale, v[3] / scale) for n, v in sums.items()}
 
 
 @dataclass(frozen=True)

@@ -85,9 +85,11 @@ def test_allocator_evaluation_is_at_equal_compute():
     outcomes = {("bon", n): {p: float(bins[p] == 1 or n >= 4) for p in problems} for n in (1, 2, 4)}
     result = evaluate_allocator(outcomes, bins, "bon", splits=2, charge=0.0)
     assert set(result) == {1, 2, 4}
-    for allocator, uniform, base in result.values():
-        assert 0.0 <= allocator <= 1.0 and uniform == base  # one strategy: the policy is best-of-N
-    assert result[2][0] >= result[2][1]  # moving samples from solved bin 1 to bin 2 helps at N = 2
+    for charged, free, uniform, base in result.values():
+        assert 0.0 <= charged <= free <= 1.0 and uniform == base  # one strategy: the policy is best-of-N
+    assert result[2][1] > result[2][2]  # moving samples from solved bin 1 to bin 2 helps at N = 2
+    expensive = evaluate_allocator(outcomes, bins, "bon", splits=2, charge=4.0)
+    assert expensive[2][0] == 0.0 and expensive[4][0] == 0.0  # an estimate costing the whole budget leaves nothing
 
 
 def test_pipeline_bins_problems_and_fits_the_policy(trained_workdir, smoke_config):

@@ -265,6 +265,7 @@ CREATE TABLE IF NOT EXISTS allocation_results (
     ratio_charged       DOUBLE NOT NULL,   -- equivalent_budget / (budget + estimation samples)
     censored            VARCHAR NOT NULL,  -- '' exact, '>=' or '<=' at the end of the best-of-N curve
     allocator_accuracy  DOUBLE NOT NULL,   -- global allocator, estimation cost charged
+    allocator_free_accuracy DOUBLE NOT NULL,  -- global allocator, estimation free (as the paper counts)
     uniform_accuracy    DOUBLE NOT NULL,   -- per-bin policy at a uniform budget
     PRIMARY KEY (run_id, source, bin_kind, budget)
 );
