@@ -143,7 +143,7 @@ def allocate(curves: Mapping[int, Mapping[int, float]], bins: Mapping[str, int],
     (0 means no attempt). Each problem first pays `cost_per_problem` (estimating its
     difficulty); then, greedily, the raise with the best predicted gain per extra sample
     is bought, a raise being a jump to any larger budget on the curve (so a flat stretch
-    before a gain does not stop it), while the total allows and a raise still gains.
+    before a gain does not stop it), while the total allows and a raise does not lose.
     Never spends more than `total`.
     """
     left = total - cost_per_problem * len(bins)
@@ -152,11 +152,11 @@ def allocate(curves: Mapping[int, Mapping[int, float]], bins: Mapping[str, int],
         return budget
 
     def best_move(p: str) -> tuple[float, int, int] | None:
-        """(gain per extra sample, extra samples, new budget) of the best affordable raise, if any gains."""
+        """(gain per extra sample, extra samples, new budget) of the best affordable raise that loses nothing."""
         now, curve = budget[p], curves.get(bins[p], {})
         here = curve.get(now, 0.0) if now else 0.0
         moves = [((curve[b] - here) / (b - now), b - now, b) for b in curve if b > now and b - now <= left]
-        moves = [m for m in moves if m[0] > 0]
+        moves = [m for m in moves if m[0] >= 0]  # a flat curve still gets what no gain elsewhere claims
         return max(moves, key=lambda m: (m[0], -m[1])) if moves else None
 
     while True:

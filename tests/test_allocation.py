@@ -74,9 +74,12 @@ def test_allocator_never_exceeds_the_total():
         spent = allocate(curves, bins, total, charge)
         assert sum(spent.values()) + charge * len(bins) <= total or all(v == 0 for v in spent.values())
         assert all(v == 0 or v & (v - 1) == 0 for v in spent.values())
-    # a bin nothing helps gets nothing; the budget goes where it gains
-    spent = allocate({1: {1: 0.0, 2: 0.0}, 2: {1: 0.5, 2: 0.9}}, {"hopeless": 1, "medium": 2}, total=3)
-    assert spent == {"hopeless": 0, "medium": 2}
+    # the budget goes where it gains first; a bin nothing helps gets only what is left over
+    curves = {1: {1: 0.0, 2: 0.0}, 2: {1: 0.5, 2: 0.9}}
+    assert allocate(curves, {"hopeless": 1, "medium": 2}, total=2) == {"hopeless": 0, "medium": 2}
+    assert allocate(curves, {"hopeless": 1, "medium": 2}, total=3) == {"hopeless": 1, "medium": 2}
+    # a flat stretch before a gain does not stop it: 0 -> 4 is bought in one raise
+    assert allocate({1: {1: 0.0, 2: 0.0, 4: 1.0}}, {"p": 1}, total=4) == {"p": 4}
 
 
 def test_allocator_evaluation_is_at_equal_compute():
