@@ -283,6 +283,15 @@ class AllocationConfig(Frozen):
     seed: int = 0
 
 
+class ExchangeConfig(Frozen):
+    """The FLOPs-matched comparison: the small model with test-time compute vs a larger model, greedy."""
+
+    ratios: list[float] = Field(default_factory=lambda: [0.16, 0.79, 22.0],
+                                description="R = D_inference / D_pretrain: expected inference load vs pretraining")
+    resamples: int = Field(default=200, ge=1, description="N-subsets drawn per problem for best-of-N accuracy")
+    seed: int = 0
+
+
 class ReportConfig(Frozen):
     majority_resamples: int = Field(default=200, ge=1)
 
@@ -302,4 +311,8 @@ class PipelineConfig(Frozen):
     revisions: RevisionConfig = RevisionConfig()
     difficulty: DifficultyConfig = DifficultyConfig()
     allocation: AllocationConfig = AllocationConfig()
+    large_model: BaseModelConfig | None = Field(
+        default=None, description="a larger embedded model trained on the same data, for the FLOPs-matched "
+        "comparison (preset flops-matched); none: the comparison is skipped")
+    exchange: ExchangeConfig = ExchangeConfig()
     report: ReportConfig = ReportConfig()

@@ -11,13 +11,15 @@ from prefect import flow
 from configs.schema import PipelineConfig
 from flows.allocate import allocate
 from flows.difficulty import difficulty
+from flows.exchange import exchange
 from flows.label_steps import label_steps
+from flows.report import report
 from flows.revise import revise
 from flows.revision_data import revision_data
 from flows.sample_bank import sample_bank
 from flows.score_bank import score_bank
 from flows.search import search
-from flows.train_base import train_base
+from flows.train_base import train_base, train_large
 from flows.train_orm import train_orm
 from flows.train_prm import train_prm
 from flows.train_reviser import train_reviser
@@ -56,4 +58,10 @@ def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
     out["difficulty"] = difficulty(config, workdir)
     # 12. The compute-optimal policy per bin and budget, its gain over best-of-N, the global allocator.
     out["allocation"] = allocate(config, workdir)
+    if config.large_model is not None and config.generator.model == "base":
+        # 13. A larger embedded model on the same data, and the FLOPs-matched exchange against it.
+        out["large_model"] = train_large(config, workdir)
+        out["exchange"] = exchange(config, workdir)
+    # 14. One report: each of the paper's six findings, reproduced, not reproduced or not measured.
+    out["report"] = report(config, workdir)
     return out

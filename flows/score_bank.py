@@ -82,7 +82,12 @@ def unscored(wh: Warehouse, bank: str, scorer_id: str) -> list[dict]:
 
 
 def bank_candidates(wh: Warehouse, bank: str, scorer_id: str) -> list[tuple[int, ProblemCandidates]]:
-    """Per problem: answers, correctness and every aggregation of the step scores (0 for no steps)."""
+    """Per problem: (level, its candidates), as the curves take them."""
+    return list(candidates_by_problem(wh, bank, scorer_id).values())
+
+
+def candidates_by_problem(wh: Warehouse, bank: str, scorer_id: str) -> dict[str, tuple[int, ProblemCandidates]]:
+    """Per problem id: answers, correctness and every aggregation of the step scores (0 for no steps)."""
     rows = wh.query(
         """SELECT c.problem_id, p.level, c.candidate_id, c.final_answer, c.correct,
                   list(s.score ORDER BY s.step_index) FILTER (WHERE s.score IS NOT NULL) AS scores
@@ -94,11 +99,11 @@ def bank_candidates(wh: Warehouse, bank: str, scorer_id: str) -> list[tuple[int,
     grouped: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         grouped[r["problem_id"]].append(r)
-    out = []
-    for group in grouped.values():
+    out = {}
+    for problem_id, group in grouped.items():
         scores = {a: [aggregate(r["scores"] or [], a) for r in group] for a in AGGREGATIONS}
-        out.append((group[0]["level"], ProblemCandidates.build([r["final_answer"] for r in group],
-                                                               [r["correct"] for r in group], scores)))
+        out[problem_id] = (group[0]["level"], ProblemCandidates.build([r["final_answer"] for r in group],
+                                                                      [r["correct"] for r in group], scores))
     return out
 
 

@@ -40,22 +40,21 @@ def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path)
         return tiny.train(model_cfg, arith.training_stream(task_cfg, model_cfg.seed), out_dir, progress)
 
 
-@flow(name="train-base", log_prints=True)
-def train_base(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
-    """Train the embedded base model (skipped when an identical one is already trained)."""
+def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: BaseModelConfig, stage: str,
+                   registered: str) -> Path:
+    """Train one embedded model into models/<name> (skipped when an identical one is already there)."""
     logger = get_run_logger()
-    wd = Workdir.at(workdir)
     if config.task.kind != "arith":
-        raise ValueError("train-base trains the embedded model on the embedded task (task.kind=arith)")
-    out = wd.model_dir("base")
-    key = training_key(config.task, config.base_model)
+        raise ValueError(f"{stage} trains an embedded model on the embedded task (task.kind=arith)")
+    out = wd.model_dir(name) if name == "base" else wd.models / name
+    key = training_key(config.task, model_cfg)
     if trained_record(out, key) is not None:
-        logger.info("base model already trained with these settings: %s", out)
-        return str(out)
+        logger.info("%s already trained with these settings: %s", name, out)
+        return out
 
-    with staged_dir(out) as tmp, mlflow_run(wd, "train-base", tags={"stage": "train-base", "preset": config.name}) as run_id:
-        log_config(run_id, {"task": config.task.model_dump(mode="json"), "base_model": config.base_model.model_dump()})
-        result = train_model(config.task, config.base_model, tmp)
+    with staged_dir(out) as tmp, mlflow_run(wd, stage, tags={"stage": stage, "preset": config.name}) as run_id:
+        log_config(run_id, {"task": config.task.model_dump(mode="json"), "model": model_cfg.model_dump()})
+        result = train_model(config.task, model_cfg, tmp)
         log_metrics(
             run_id,
             [("train_loss", loss, step) for step, loss in result.losses]
@@ -67,14 +66,29 @@ def train_base(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
         set_tags(run_id, {"stopped_by": result.stopped_by})
         if result.stopped_by != "updates":
             logger.warning("training hit the %.0fs safety cap after %d of %d updates: this model differs from "
-                           "a full run (raise base_model.train_seconds)", config.base_model.train_seconds,
-                           result.updates, config.base_model.max_updates)
-        version = register_model(run_id, tmp, "base_model", REGISTERED_NAME)
-        write_record(tmp, {"key": key, "mlflow_run_id": run_id, "registered": REGISTERED_NAME,
-                           "version": version, "n_params": result.n_params})
+                           "a full run (raise train_seconds)", model_cfg.train_seconds, result.updates,
+                           model_cfg.max_updates)
+        version = register_model(run_id, tmp, name, registered)
+        write_record(tmp, {"key": key, "mlflow_run_id": run_id, "registered": registered, "version": version,
+                           "n_params": result.n_params, "train_tokens": result.tokens})
     logger.info(
         "trained %d params for %.0fs (%d updates, %.0f tokens/s), loss %.3f; registered %s v%d",
         result.n_params, result.seconds, result.updates, result.tokens / result.seconds, result.final_loss,
-        REGISTERED_NAME, version,
+        registered, version,
     )
-    return str(out)
+    return out
+
+
+@flow(name="train-base", log_prints=True)
+def train_base(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+    """Train the embedded base model (skipped when an identical one is already trained)."""
+    return str(train_embedded(config, Workdir.at(workdir), "base", config.base_model, "train-base", REGISTERED_NAME))
+
+
+@flow(name="train-large", log_prints=True)
+def train_large(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+    """Train the larger embedded model of the FLOPs-matched comparison (config.large_model) on the same data."""
+    if config.large_model is None:
+        raise ValueError("train-large needs config.large_model (see the flops-matched preset)")
+    return str(train_embedded(config, Workdir.at(workdir), "large", config.large_model, "train-large",
+                              "ttscale-large"))

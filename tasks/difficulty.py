@@ -40,7 +40,9 @@ def agreement(oracle: Mapping[str, float], predicted: Mapping[str, float], bins:
     ob = quantile_bins({p: oracle[p] for p in common}, bins, seed)
     pb = quantile_bins({p: predicted[p] for p in common}, bins, seed)
     gap = np.array([abs(ob[p] - pb[p]) for p in common])
-    rho = spearmanr([oracle[p] for p in common], [predicted[p] for p in common]).statistic if len(common) > 2 else np.nan
+    a, b = np.array([oracle[p] for p in common]), np.array([predicted[p] for p in common])
+    constant = len(common) < 3 or np.ptp(a) == 0 or np.ptp(b) == 0  # a rank correlation is undefined then
+    rho = np.nan if constant else spearmanr(a, b).statistic
     return Agreement(float((gap == 0).mean()), float((gap <= 1).mean()), float(rho), len(common))
 
 

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tasks.metrics import powers_of_two  # noqa: E402
-from tasks.report import overlap_note, save_figure  # noqa: E402
+from tasks.report import TIE, overlap_note, save_figure  # noqa: E402
 from warehouse.store import Warehouse  # noqa: E402
 
 PAPER_CORRECT_TO_INCORRECT = 0.38  # share of correct answers a revision turned incorrect (PAPER.md)
@@ -80,7 +80,7 @@ class RevisionFindings:
         for level in easy:
             seq, par = self.at(self.rule, level, n, n), self.at(self.rule, level, n, 1)
             if seq and par and n > 1:
-                verdict = "holds" if seq["accuracy"] > par["accuracy"] else "does not hold"
+                verdict = "holds" if seq["accuracy"] > par["accuracy"] + TIE else "does not hold"
                 out.append(f"Sequential revisions beat parallel sampling on easy problems (level {level}, N={n}, "
                            f"{self.rule}): {verdict}: L={n} {_fmt(seq)} vs L=1 {_fmt(par)}{overlap_note(seq, par)}.")
         for level in hard:
@@ -88,7 +88,7 @@ class RevisionFindings:
             mixes = [r for r in (self.at(self.rule, level, n, length) for length in powers_of_two(n)[1:-1]) if r]
             if ends and mixes:
                 best_mix, best_end = max(mixes, key=lambda r: r["accuracy"]), max(ends, key=lambda r: r["accuracy"])
-                verdict = "holds" if best_mix["accuracy"] > best_end["accuracy"] else "does not hold"
+                verdict = "holds" if best_mix["accuracy"] > best_end["accuracy"] + TIE else "does not hold"
                 out.append(f"A mix of sequential and parallel wins on hard problems (level {level}, N={n}, "
                            f"{self.rule}): {verdict}: best mix L={best_mix['length']} {_fmt(best_mix)} vs best end "
                            f"L={best_end['length']} {_fmt(best_end)}{overlap_note(best_mix, best_end)}.")

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.report import overlap_note, save_figure  # noqa: E402
+from tasks.report import TIE, overlap_note, save_figure  # noqa: E402
 
 EASY_LEVELS = (1, 2)  # the embedded task's easy levels (`#` with few steps)
 
@@ -64,14 +64,14 @@ def findings(rows: Sequence[dict]) -> list[str]:
     beams = _at(rows, "beam", 0, small)
     if bon and beams:
         best = max(beams, key=lambda r: r["accuracy"])
-        verdict = "holds" if best["accuracy"] > bon[0]["accuracy"] else "does not hold"
+        verdict = "holds" if best["accuracy"] > bon[0]["accuracy"] + TIE else "does not hold"
         lines.append(f"Beam search above best-of-N at a small budget (N={small}): {verdict}: "
                      f"{_fmt(best)} vs {_fmt(bon[0])}{overlap_note(best, bon[0])}.")
     for level in EASY_LEVELS:
         bon, beams = _at(rows, "best_of_n", level, large), _at(rows, "beam", level, large)
         if bon and beams:
             best = max(beams, key=lambda r: r["accuracy"])
-            verdict = "holds" if bon[0]["accuracy"] >= best["accuracy"] else "does not hold"
+            verdict = "holds" if bon[0]["accuracy"] >= best["accuracy"] - TIE else "does not hold"
             lines.append(f"Best-of-N catches up with beam search on easy problems at a large budget "
                          f"(level {level}, N={large}): {verdict}: {_fmt(bon[0])} vs {_fmt(best)}{overlap_note(bon[0], best)}.")
     for n in budgets:
@@ -79,7 +79,7 @@ def findings(rows: Sequence[dict]) -> list[str]:
         for look in looks:
             same_m = [b for b in beams if b["width"] == look["width"]]
             if same_m:
-                verdict = "holds" if look["accuracy"] < same_m[0]["accuracy"] else "does not hold"
+                verdict = "holds" if look["accuracy"] < same_m[0]["accuracy"] - TIE else "does not hold"
                 lines.append(f"Lookahead below beam search (N={n}; lookahead spends {look['charged']} generations, "
                              f"beam {same_m[0]['charged']}): {verdict}: {_fmt(look)} vs {_fmt(same_m[0])}"
                              f"{overlap_note(look, same_m[0])}.")

@@ -79,13 +79,15 @@ def registered_model_path(uri: str) -> Path:
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=source))
 
 
-def publish_report(reports_dir: Path, stem: str, markdown: str, plot: Path, artifact_key: str, description: str) -> None:
+def publish_report(reports_dir: Path, stem: str, markdown: str, plot: Path | None, artifact_key: str,
+                   description: str) -> None:
     """One report to every place a user looks: the workdir's reports folder, the active MLflow
     run's artifacts, and a Prefect markdown artifact on the flow run."""
     from prefect.artifacts import create_markdown_artifact
 
     (reports_dir / f"{stem}.md").write_text(markdown)
-    mlflow.log_artifact(str(plot), "report")
+    if plot is not None:
+        mlflow.log_artifact(str(plot), "report")
     mlflow.log_text(markdown, f"report/{stem}.md")
-    create_markdown_artifact(markdown + f"\n![plot]({Path(plot).as_uri()})\n", key=artifact_key,
+    create_markdown_artifact(markdown + (f"\n![plot]({Path(plot).as_uri()})\n" if plot else ""), key=artifact_key,
                              description=description)

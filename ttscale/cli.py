@@ -39,15 +39,17 @@ def _config(preset: str):  # -> PipelineConfig
 def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command needs them
     from flows.allocate import allocate
     from flows.difficulty import difficulty
+    from flows.exchange import exchange
     from flows.label_steps import label_steps
     from flows.load_shards import load_shards
     from flows.pipeline import pipeline
+    from flows.report import report
     from flows.revise import revise
     from flows.revision_data import revision_data
     from flows.sample_bank import sample_bank
     from flows.score_bank import score_bank
     from flows.search import search
-    from flows.train_base import train_base
+    from flows.train_base import train_base, train_large
     from flows.train_orm import train_orm
     from flows.train_prm import train_prm
     from flows.train_reviser import train_reviser
@@ -55,7 +57,8 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
     return {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank, "search": search,
             "load-shards": load_shards, "revision-data": revision_data, "train-reviser": train_reviser,
-            "train-orm": train_orm, "revise": revise, "difficulty": difficulty, "allocate": allocate}
+            "train-orm": train_orm, "revise": revise, "difficulty": difficulty, "allocate": allocate,
+            "train-large": train_large, "exchange": exchange, "report": report}
 
 
 def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
@@ -103,6 +106,12 @@ STAGES = {
                                  "test problem, with what estimating them cost."),
     "allocate": ("allocate", "The compute-optimal strategy per difficulty bin and budget (2-fold cross-validated), "
                              "its efficiency over best-of-N, and the global budget allocator."),
+    "train-large": ("train-large", "Train the larger embedded model of the FLOPs-matched comparison "
+                                   "(config.large_model, preset flops-matched) on the same data."),
+    "exchange": ("exchange", "The FLOPs-matched exchange: the small model with test-time compute vs the larger "
+                             "model, greedy, per R = D_inference / D_pretrain and difficulty bin."),
+    "report": ("report", "One report stating each of the paper's six findings as reproduced, not reproduced or "
+                         "not measured, with the numbers behind it."),
 }
 
 

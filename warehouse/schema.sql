@@ -269,3 +269,19 @@ CREATE TABLE IF NOT EXISTS allocation_results (
     uniform_accuracy    DOUBLE NOT NULL,   -- per-bin policy at a uniform budget
     PRIMARY KEY (run_id, source, bin_kind, budget)
 );
+
+-- The FLOPs-matched exchange: per R = D_inference / D_pretrain and oracle bin (0 = all), the
+-- small model's accuracy at the matched number of samples vs the larger model's, greedy.
+CREATE TABLE IF NOT EXISTS flops_exchange (
+    run_id          VARCHAR NOT NULL,
+    ratio           DOUBLE NOT NULL,    -- R
+    bin             INTEGER NOT NULL,
+    matched_samples DOUBLE NOT NULL,    -- N = 3 (k - 1) / R + k, k = P_large / P_small
+    samples_used    INTEGER NOT NULL,   -- the largest power of two the bank serves within N
+    lower_bound     BOOLEAN NOT NULL,   -- N exceeded the bank: the small model's figures are lower bounds
+    small_weighted  DOUBLE NOT NULL,    -- best-of-N weighted (PRM, last step)
+    small_majority  DOUBLE NOT NULL,
+    large_greedy    DOUBLE NOT NULL,
+    winner          VARCHAR NOT NULL,   -- test-time compute | pretraining | tie
+    PRIMARY KEY (run_id, ratio, bin)
+);

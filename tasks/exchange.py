@@ -1,0 +1,81 @@
+"""The FLOPs-matched exchange: test-time compute on a small model vs parameters in a larger one.
+
+Pretraining costs 6·P·D_pretrain FLOPs and inference 2·P·D_inference (PAPER.md,
+"Results to reproduce"). With both models trained on the same D_pretrain tokens and
+R = D_inference / D_pretrain, the small model (P_s) matches the large one (P_l = k·P_s,
+one greedy sample per problem) when it may draw N samples per problem with
+
+    6·P_s·D + 2·P_s·N·R·D = 6·P_l·D + 2·P_l·R·D   =>   N = 3·(k - 1) / R + k.
+
+Small R (little inference) leaves a lot of pretraining FLOPs to spend at test time;
+large R leaves about k samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from tasks.metrics import powers_of_two
+from tasks.selection import ProblemCandidates, select, subset_masks
+
+
+def pretrain_flops(params: float, tokens: float) -> float:
+    return 6.0 * params * tokens
+
+
+def inference_flops(params: float, tokens: float) -> float:
+    return 2.0 * params * tokens
+
+
+def matched_samples(small_params: float, large_params: float, ratio: float) -> float:
+    """Samples per problem the small model may draw at the large model's total FLOPs (same pretraining data)."""
+    k = large_params / small_params
+    return 3.0 * (k - 1.0) / ratio + k
+
+
+def usable_budget(matched: float, largest: int) -> tuple[int, bool]:
+    """The largest power of two the stored samples can serve within the matched budget, and whether
+    the matched budget was cut to what is stored (then the small model's accuracy is a lower bound,
+    accuracy rarely falling with more samples)."""
+    cap = min(matched, largest)
+    return (powers_of_two(int(cap))[-1] if cap >= 1 else 0), matched > largest
+
+
+def per_problem_accuracy(pc: ProblemCandidates, n: int, rule: str, resamples: int, rng: np.random.Generator) -> float:
+    """Expected accuracy of `rule` over random N-subsets of one problem's stored candidates."""
+    if n == 0:
+        return 0.0
+    masks = subset_masks(len(pc.codes), n, resamples if n < len(pc.codes) else 1, rng)
+    return float(select(pc, masks, rule, "last", rng).mean())
+
+
+def by_bin(values: Mapping[str, float], bins: Mapping[str, int]) -> dict[int, float]:
+    """Mean value per bin, and over all problems as bin 0."""
+    out: dict[int, list[float]] = {0: []}
+    for p, v in values.items():
+        if p in bins:
+            out.setdefault(bins[p], []).append(v)
+            out[0].append(v)
+    return {b: float(np.mean(v)) for b, v in sorted(out.items()) if v}
+
+
+def exchange_rows(ratios: Sequence[float], small_params: float, large_params: float, largest: int,
+                  small: Mapping[tuple[str, int], Mapping[int, float]], large: Mapping[int, float]) -> list[dict]:
+    """One row per (R, bin): the matched budget, the small model's accuracy there per rule, the large model's.
+
+    `small[(rule, n)][bin]` and `large[bin]` are accuracies (bin 0 = all problems).
+    """
+    rows = []
+    for ratio in ratios:
+        matched = matched_samples(small_params, large_params, ratio)
+        n, cut = usable_budget(matched, largest)
+        for b, large_acc in sorted(large.items()):
+            accs = {rule: small.get((rule, n), {}).get(b, 0.0) for rule in ("weighted", "majority")}
+            best = max(accs.values())
+            rows.append(dict(ratio=ratio, bin=b, matched_samples=matched, samples_used=n, lower_bound=cut,
+                             small_weighted=accs["weighted"], small_majority=accs["majority"], large_greedy=large_acc,
+                             winner="test-time compute" if best > large_acc else
+                             ("pretraining" if large_acc > best else "tie")))
+    return rows
