@@ -292,6 +292,18 @@ class ExchangeConfig(Frozen):
     seed: int = 0
 
 
+class SolveConfig(Frozen):
+    """Solving new problems with the served compute-optimal search policy (flow `solve`)."""
+
+    first: int = Field(default=40, ge=0, description="skip this many test problems (the policy was fitted on the "
+                       "first search.problems)")
+    count: int = Field(default=20, ge=1, description="problems to solve")
+    budget: int = Field(default=8, ge=1, description="generation budget per problem; the policy picks the strategy")
+    bins: Literal["predicted", "oracle"] = Field(
+        default="predicted", description="predicted: difficulty from the PRM on fresh samples, no reference needed")
+    seed: int = 0
+
+
 class ReportConfig(Frozen):
     majority_resamples: int = Field(default=200, ge=1)
 
@@ -315,4 +327,5 @@ class PipelineConfig(Frozen):
         default=None, description="a larger embedded model trained on the same data, for the FLOPs-matched "
         "comparison (preset flops-matched); none: the comparison is skipped")
     exchange: ExchangeConfig = ExchangeConfig()
+    solve: SolveConfig = SolveConfig()
     report: ReportConfig = ReportConfig()

@@ -86,18 +86,25 @@ def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
             small = {(rule, n): by_bin({p: per_problem_accuracy(pc, n, rule, cfg.resamples, rng)
                                         for p, (_, pc) in candidates.items()}, bins)
                      for rule in ("weighted", "majority") for n in powers_of_two(config.bank.n)}
-            rows = exchange_rows(cfg.ratios, small_params, large_params, config.bank.n, small, by_bin(greedy, bins))
+            tokens = wh.query("SELECT avg(prompt_tokens + generated_tokens) FILTER (WHERE bank_id = ?) AS small, "
+                              "avg(prompt_tokens + generated_tokens) FILTER (WHERE bank_id = ?) AS large "
+                              "FROM candidates", [bank, greedy_bank]).to_pylist()[0]
+            token_ratio = tokens["large"] / tokens["small"]
+            rows = exchange_rows(cfg.ratios, small_params, large_params, config.bank.n, small, by_bin(greedy, bins),
+                                 token_ratio)
             with wh.transaction():
                 wh.con.execute("DELETE FROM flops_exchange WHERE run_id = ?", [run_id])
                 wh.insert("flops_exchange", pa.Table.from_pylist([{**r, "run_id": run_id} for r in rows]))
             log_metrics(ml_id, [(f"exchange/R{r['ratio']}/{key}" + ("" if r["bin"] == 0 else f"/bin_{r['bin']}"),
                                  float(r[key]), 0) for r in rows for key in ("small_weighted", "large_greedy")]
                         + [("small_params", small_params, 0), ("large_params", large_params, 0),
-                           ("small_pretrain_tokens", small_tokens, 0), ("large_pretrain_tokens", large_tokens, 0)])
+                           ("small_pretrain_tokens", small_tokens, 0), ("large_pretrain_tokens", large_tokens, 0),
+                           ("tokens_per_small_sample", tokens["small"], 0),
+                           ("tokens_per_large_answer", tokens["large"], 0)])
             plot = plot_exchange(rows, wd.reports / f"{STAGE}-{run_id}.png")
             publish_report(wd.reports, f"{STAGE}-{run_id}",
                            exchange_markdown(rows, small_params, large_params, small_tokens, large_tokens,
-                                             f"FLOPs-matched exchange ({config.name})"),
+                                             token_ratio, f"FLOPs-matched exchange ({config.name})"),
                            plot, "flops-exchange", "small model + test-time compute vs a larger model, greedy")
     logger.info("FLOPs-matched exchange %s: report at %s", run_id, wd.reports)
     return run_id

@@ -29,8 +29,9 @@ def training_key(task_cfg: TaskConfig, model_cfg: BaseModelConfig) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path) -> tiny.TrainResult:
-    with tqdm(total=100, desc="train-base", unit="%", mininterval=1.0,
+def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path, stage: str = "train-base"
+                ) -> tiny.TrainResult:
+    with tqdm(total=100, desc=stage, unit="%", mininterval=1.0,
               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") as bar:
 
         def progress(update: int, frac: float, loss: float) -> None:
@@ -54,7 +55,7 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
 
     with staged_dir(out) as tmp, mlflow_run(wd, stage, tags={"stage": stage, "preset": config.name}) as run_id:
         log_config(run_id, {"task": config.task.model_dump(mode="json"), "model": model_cfg.model_dump()})
-        result = train_model(config.task, model_cfg, tmp)
+        result = train_model(config.task, model_cfg, tmp, stage)
         log_metrics(
             run_id,
             [("train_loss", loss, step) for step, loss in result.losses]

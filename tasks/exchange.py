@@ -5,10 +5,12 @@ Pretraining costs 6·P·D_pretrain FLOPs and inference 2·P·D_inference (PAPER.
 R = D_inference / D_pretrain, the small model (P_s) matches the large one (P_l = k·P_s,
 one greedy sample per problem) when it may draw N samples per problem with
 
-    6·P_s·D + 2·P_s·N·R·D = 6·P_l·D + 2·P_l·R·D   =>   N = 3·(k - 1) / R + k.
+    6·P_s·D + 2·P_s·N·R·D = 6·P_l·D + 2·P_l·R·D   =>   N = 3·(k - 1) / R + k,
 
-Small R (little inference) leaves a lot of pretraining FLOPs to spend at test time;
-large R leaves about k samples.
+when a small-model sample is as long as the large model's greedy answer. With the stored
+token counts, a sample of t_s tokens against a greedy answer of t_l tokens scales N by
+t_l / t_s. Small R (little inference) leaves a lot of pretraining FLOPs to spend at test
+time; large R leaves about k samples.
 """
 
 from __future__ import annotations
@@ -29,10 +31,11 @@ def inference_flops(params: float, tokens: float) -> float:
     return 2.0 * params * tokens
 
 
-def matched_samples(small_params: float, large_params: float, ratio: float) -> float:
-    """Samples per problem the small model may draw at the large model's total FLOPs (same pretraining data)."""
+def matched_samples(small_params: float, large_params: float, ratio: float, token_ratio: float = 1.0) -> float:
+    """Samples per problem the small model may draw at the large model's total FLOPs (same pretraining data);
+    token_ratio = tokens of a large-model answer / tokens of a small-model sample."""
     k = large_params / small_params
-    return 3.0 * (k - 1.0) / ratio + k
+    return (3.0 * (k - 1.0) / ratio + k) * token_ratio
 
 
 def usable_budget(matched: float, largest: int) -> tuple[int, bool]:
@@ -62,14 +65,17 @@ def by_bin(values: Mapping[str, float], bins: Mapping[str, int]) -> dict[int, fl
 
 
 def exchange_rows(ratios: Sequence[float], small_params: float, large_params: float, largest: int,
-                  small: Mapping[tuple[str, int], Mapping[int, float]], large: Mapping[int, float]) -> list[dict]:
+                  small: Mapping[tuple[str, int], Mapping[int, float]], large: Mapping[int, float],
+                  token_ratio: float = 1.0) -> list[dict]:
     """One row per (R, bin): the matched budget, the small model's accuracy there per rule, the large model's.
 
-    `small[(rule, n)][bin]` and `large[bin]` are accuracies (bin 0 = all problems).
+    `small[(rule, n)][bin]` and `large[bin]` are accuracies (bin 0 = all problems). The
+    winner compares the better of the small model's two rules (chosen per bin on the same
+    problems, so slightly in its favour) with the large model.
     """
     rows = []
     for ratio in ratios:
-        matched = matched_samples(small_params, large_params, ratio)
+        matched = matched_samples(small_params, large_params, ratio, token_ratio)
         n, cut = usable_budget(matched, largest)
         for b, large_acc in sorted(large.items()):
             accs = {rule: small.get((rule, n), {}).get(b, 0.0) for rule in ("weighted", "majority")}

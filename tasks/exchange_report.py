@@ -14,12 +14,13 @@ from tasks.report import save_figure  # noqa: E402
 
 
 def exchange_markdown(rows: Sequence[dict], small_params: float, large_params: float, small_tokens: float,
-                      large_tokens: float, title: str) -> str:
+                      large_tokens: float, token_ratio: float, title: str) -> str:
     lines = [f"## {title}", "",
              f"Small model {small_params:,.0f} parameters, larger model {large_params:,.0f} "
              f"({large_params / small_params:.1f}x), pretrained on {small_tokens:,.0f} and {large_tokens:,.0f} tokens. "
-             "At each R the small model may draw N = 3(k-1)/R + k samples per problem; '>=' marks figures cut to the "
-             "samples the bank holds (lower bounds).", ""]
+             f"At each R the small model may draw N = (3(k-1)/R + k) x {token_ratio:.2f} samples per problem (the "
+             "last factor: stored tokens of a large-model answer over those of a small-model sample); '>=' marks "
+             "figures cut to the samples the bank holds (lower bounds).", ""]
     for ratio in sorted({r["ratio"] for r in rows}):
         overall = next(r for r in rows if r["ratio"] == ratio and r["bin"] == 0)
         wins = [r["bin"] for r in rows if r["ratio"] == ratio and r["bin"] and r["winner"] == "test-time compute"]

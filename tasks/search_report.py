@@ -25,6 +25,16 @@ def variant(row: dict) -> str:
             "lookahead": f"lookahead M={row['width']} k={row['lookahead']}"}[row["strategy"]]
 
 
+def parse_variant(label: str) -> tuple[str, int, int]:
+    """(strategy, M, k) back from a `variant` label: how a served policy's choice becomes a search run."""
+    words = label.split()
+    names = {"majority": "majority", "best-of-N": "best_of_n", "beam": "beam", "DVTS": "dvts", "lookahead": "lookahead"}
+    if not words or words[0] not in names:
+        raise ValueError(f"not a search strategy label: {label!r}")
+    fields = dict(w.split("=") for w in words[1:])
+    return names[words[0]], int(fields.get("M", 1)), int(fields.get("k", 0))
+
+
 def _series(rows: Sequence[dict], level: int) -> dict[str, list[dict]]:
     out: dict[str, list[dict]] = {}
     for r in sorted(rows, key=lambda r: r["budget"]):

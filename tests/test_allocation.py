@@ -121,3 +121,37 @@ def test_pipeline_bins_problems_and_fits_the_policy(trained_workdir, smoke_confi
         assert policy[0][0] > 0
     assert (trained_workdir / "reports" / f"allocate-{out['allocation']}.md").read_text().count("Compute-optimal") >= 2
     assert allocate(config=smoke_config, workdir=str(trained_workdir)) == out["allocation"]  # re-run: nothing new
+
+
+def test_solve_runs_the_served_policy_on_new_problems(trained_workdir, smoke_config):
+    import duckdb
+
+    from flows.pipeline import pipeline
+    from flows.solve import solve
+
+    pipeline(config=smoke_config, workdir=str(trained_workdir))  # the policy (a no-op when already run)
+    config = smoke_config.model_copy(update={"solve": smoke_config.solve.model_copy(
+        update={"first": smoke_config.search.problems, "count": 3, "budget": 4})})
+    run_id = solve(config=config, workdir=str(trained_workdir))
+    with duckdb.connect(str(trained_workdir / "ttscale.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT p.index, s.strategy, s.charged, s.bin, s.estimate_tokens, s.search_tokens, s.flops "
+                           "FROM policy_solutions s JOIN problems p USING (problem_id) WHERE run_id = ?",
+                           [run_id]).fetchall()
+        fitted = {r[0] for r in con.execute("SELECT DISTINCT strategy FROM allocation_policy").fetchall()}
+    assert sorted(r[0] for r in rows) == [4, 5, 6]  # new problems, not the ones the policy was fitted on
+    assert all(strategy in fitted and 0 < charged <= 4 and est > 0 and tokens > 0 and flops > 0
+               for _, strategy, charged, _, est, tokens, flops in rows)
+    assert solve(config=config, workdir=str(trained_workdir)) == run_id  # re-run: solves nothing twice
+    with duckdb.connect(str(trained_workdir / "ttscale.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(*) FROM policy_solutions WHERE run_id = ?", [run_id]).fetchall()[0][0] == 3
+
+
+def test_policy_labels_parse_back_into_search_runs():
+    from tasks.search_report import parse_variant, variant
+
+    for strategy, m, k in [("beam", 4, 0), ("dvts", 2, 0), ("lookahead", 2, 3), ("best_of_n", 1, 0),
+                           ("majority", 1, 0)]:
+        label = variant({"strategy": strategy, "width": m, "lookahead": k})
+        assert parse_variant(label) == (strategy, m, k)
+    with pytest.raises(ValueError, match="not a search strategy"):
+        parse_variant("revisions L=2 orm_flat")

@@ -21,6 +21,7 @@ def test_matched_samples_spend_the_same_total_flops(ratio):
 def test_paper_ratios_and_what_the_bank_can_serve():
     assert matched_samples(1, 14, 0.16) == pytest.approx(3 * 13 / 0.16 + 14)  # 257.75
     assert matched_samples(1, 14, 22.0) == pytest.approx(15.77, abs=0.01)
+    assert matched_samples(1, 14, 22.0, token_ratio=0.5) == pytest.approx(15.77 / 2, abs=0.01)  # longer samples
     assert usable_budget(257.75, 32) == (32, True)  # cut to the bank: a lower bound
     assert usable_budget(15.77, 32) == (8, False)
     assert usable_budget(0.5, 32) == (0, False)

@@ -49,6 +49,7 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
     from flows.sample_bank import sample_bank
     from flows.score_bank import score_bank
     from flows.search import search
+    from flows.solve import solve
     from flows.train_base import train_base, train_large
     from flows.train_orm import train_orm
     from flows.train_prm import train_prm
@@ -58,7 +59,8 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank, "search": search,
             "load-shards": load_shards, "revision-data": revision_data, "train-reviser": train_reviser,
             "train-orm": train_orm, "revise": revise, "difficulty": difficulty, "allocate": allocate,
-            "train-large": train_large, "exchange": exchange, "report": report}
+            "train-large": train_large, "exchange": exchange, "report": report,
+            "solve": solve}
 
 
 def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
@@ -112,6 +114,8 @@ STAGES = {
                              "model, greedy, per R = D_inference / D_pretrain and difficulty bin."),
     "report": ("report", "One report stating each of the paper's six findings as reproduced, not reproduced or "
                          "not measured, with the numbers behind it."),
+    "solve": ("solve", "Solve new test problems with the served compute-optimal policy: estimate each one's "
+                       "difficulty from fresh samples, run the strategy the policy picks at the budget."),
 }
 
 

@@ -285,3 +285,21 @@ CREATE TABLE IF NOT EXISTS flops_exchange (
     winner          VARCHAR NOT NULL,   -- test-time compute | pretraining | tie
     PRIMARY KEY (run_id, ratio, bin)
 );
+
+-- New problems solved with the served compute-optimal policy: the difficulty estimated for
+-- each (and what that cost), the strategy the policy chose at the budget, and the outcome.
+CREATE TABLE IF NOT EXISTS policy_solutions (
+    run_id            VARCHAR NOT NULL,
+    problem_id        VARCHAR NOT NULL,
+    budget            INTEGER NOT NULL,   -- asked
+    value             DOUBLE NOT NULL,    -- predicted difficulty: mean final-step PRM score of fresh samples
+    bin               INTEGER NOT NULL,
+    strategy          VARCHAR NOT NULL,   -- the policy's choice
+    charged           INTEGER NOT NULL,   -- budget spent in the paper's unit
+    answer            VARCHAR,
+    correct           BOOLEAN NOT NULL,
+    estimate_tokens   BIGINT NOT NULL,    -- the difficulty estimate: samples and PRM reading
+    search_tokens     BIGINT NOT NULL,
+    flops             DOUBLE NOT NULL,    -- estimate and search together
+    PRIMARY KEY (run_id, problem_id)
+);
