@@ -11,7 +11,8 @@ def test_help_lists_commands():
     result = runner.invoke(app, ["--help"])
     assert result.exit_code == 0
     for command in ("run", "train-base", "sample-bank", "label-steps", "train-prm", "score-bank", "query", "presets",
-                    "show-config"):
+                    "show-config", "revision-data", "train-reviser", "train-orm", "revise", "difficulty", "allocate",
+                    "train-large", "exchange", "report", "solve"):
         assert command in result.output
 
 

@@ -55,3 +55,25 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
     with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
         n = con.execute("SELECT count(*) FROM candidates WHERE budget = 3").fetchall()[0][0]
     assert n == 3 * config.task.n_test  # the edited parameter reached the run
+
+
+def test_every_deployment_points_at_a_flow_whose_parameters_render_as_forms():
+    """Each entrypoint of deployments/prefect.yaml imports, is a Prefect flow, and takes the pydantic config,
+    whose JSON schema (what the UI draws as a form) has every stage's section."""
+    import importlib
+
+    import yaml
+    from prefect import Flow
+    from prefect.utilities.callables import parameter_schema
+
+    spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
+    names = [d["name"] for d in spec["deployments"]]
+    assert len(names) == len(set(names))
+    for deployment in spec["deployments"]:
+        path, name = deployment["entrypoint"].split(":")
+        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+        assert isinstance(flow, Flow), deployment["name"]
+        schema = parameter_schema(flow.fn).model_dump()
+        assert {"config", "workdir"} <= set(schema["properties"]), deployment["name"]
+    config_schema = schema["definitions"]["PipelineConfig"]["properties"]
+    assert {"revisions", "difficulty", "allocation", "exchange", "solve", "large_model"} <= set(config_schema)
