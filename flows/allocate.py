@@ -23,6 +23,7 @@ from flows.stage import stage_run
 from tasks.allocation import Outcomes, cross_validate, efficiency, evaluate_allocator, fit_policy, shared_problems
 from tasks.allocation_report import allocation_markdown, plot_allocation
 from tasks.difficulty import agreement
+from tasks.metrics import wilson
 from tasks.sampling import stable_hash
 from tasks.search_report import variant
 from tasks.tracking import log_metrics, publish_report
@@ -105,8 +106,11 @@ def allocate(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
                     for n, e in plain.items():
                         if n not in cv.baseline:
                             continue
+                        n_problems = len(shared_problems(outcomes, bins[kind]))
+                        lo, hi = wilson(e.target, n_problems)
                         results.append(dict(run_id=run_id, source=name, bin_kind=kind, budget=n, baseline=baseline,
-                                            optimal_accuracy=e.target, baseline_accuracy=cv.baseline[n],
+                                            problems=n_problems, optimal_accuracy=e.target, optimal_lo=lo,
+                                            optimal_hi=hi, baseline_accuracy=cv.baseline[n],
                                             equivalent_budget=e.equivalent, ratio=e.ratio,
                                             ratio_charged=charged[n].ratio, censored=e.censored,
                                             allocator_accuracy=allocator[n][0],

@@ -20,7 +20,7 @@ from flows.sample_bank import sampling_spec
 from flows.score_bank import candidates_by_problem
 from flows.stage import stage_run
 from models.generator import SamplingSpec, open_generator
-from tasks.exchange import by_bin, exchange_rows, per_problem_accuracy
+from tasks.exchange import by_bin, exchange_rows, members, per_problem_accuracy
 from tasks.exchange_report import exchange_markdown, plot_exchange
 from tasks.metrics import powers_of_two
 from tasks.problems import load_problems
@@ -91,7 +91,7 @@ def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
                               "FROM candidates", [bank, greedy_bank]).to_pylist()[0]
             token_ratio = tokens["large"] / tokens["small"]
             rows = exchange_rows(cfg.ratios, small_params, large_params, config.bank.n, small, by_bin(greedy, bins),
-                                 token_ratio)
+                                 token_ratio, {b: len(v) for b, v in members(greedy, bins).items()})
             with wh.transaction():
                 wh.con.execute("DELETE FROM flops_exchange WHERE run_id = ?", [run_id])
                 wh.insert("flops_exchange", pa.Table.from_pylist([{**r, "run_id": run_id} for r in rows]))

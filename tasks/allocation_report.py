@@ -33,7 +33,9 @@ def statements(results: Sequence[dict]) -> list[str]:
                 continue
             best = max(rows, key=lambda r: r["ratio"])
             out.append(f"Compute-optimal {source} ({kind} bins) vs {rows[0]['baseline']}: at most {_ratio(best, 'ratio')} "
-                       f"less budget (N={best['budget']}: {best['optimal_accuracy']:.3f} held-out vs best-of-N "
+                       f"less budget (N={best['budget']}: {best['optimal_accuracy']:.3f} "
+                       f"[{best['optimal_lo']:.2f}, {best['optimal_hi']:.2f}] held-out on {best['problems']} problems "
+                       f"vs best-of-N "
                        f"{best['baseline_accuracy']:.3f}, which best-of-N reaches at N={best['equivalent_budget']:.1f}); "
                        f"charging the difficulty estimate: {_ratio(best, 'ratio_charged')} "
                        f"(paper: up to {PAPER_EFFICIENCY:.0f}x).")
@@ -60,7 +62,8 @@ def allocation_markdown(results: Sequence[dict], policy: Sequence[dict], agree: 
     lines += ["Held-out accuracy (2-fold cross-validation, averaged over splits):", "",
               "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in results:
-        lines.append(f"| {r['source']} | {r['bin_kind']} | {r['budget']} | {r['optimal_accuracy']:.3f} | "
+        lines.append(f"| {r['source']} | {r['bin_kind']} | {r['budget']} | {r['optimal_accuracy']:.3f} "
+                     f"[{r['optimal_lo']:.2f}, {r['optimal_hi']:.2f}] | "
                      f"{r['baseline_accuracy']:.3f} | {r['censored']}{r['equivalent_budget']:.1f} | {_ratio(r, 'ratio')} | "
                      f"{_ratio(r, 'ratio_charged')} | {r['allocator_free_accuracy']:.3f} | {r['allocator_accuracy']:.3f} | "
                      f"{r['uniform_accuracy']:.3f} |")

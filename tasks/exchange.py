@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tasks.metrics import powers_of_two
+from tasks.metrics import powers_of_two, wilson
 from tasks.selection import ProblemCandidates, select, subset_masks
 
 
@@ -56,17 +56,22 @@ def per_problem_accuracy(pc: ProblemCandidates, n: int, rule: str, resamples: in
 
 def by_bin(values: Mapping[str, float], bins: Mapping[str, int]) -> dict[int, float]:
     """Mean value per bin, and over all problems as bin 0."""
+    return {b: float(np.mean(v)) for b, v in members(values, bins).items()}
+
+
+def members(values: Mapping[str, float], bins: Mapping[str, int]) -> dict[int, list[float]]:
+    """Values per bin, and all of them as bin 0."""
     out: dict[int, list[float]] = {0: []}
     for p, v in values.items():
         if p in bins:
             out.setdefault(bins[p], []).append(v)
             out[0].append(v)
-    return {b: float(np.mean(v)) for b, v in sorted(out.items()) if v}
+    return {b: v for b, v in sorted(out.items()) if v}
 
 
 def exchange_rows(ratios: Sequence[float], small_params: float, large_params: float, largest: int,
                   small: Mapping[tuple[str, int], Mapping[int, float]], large: Mapping[int, float],
-                  token_ratio: float = 1.0) -> list[dict]:
+                  token_ratio: float = 1.0, counts: Mapping[int, int] | None = None) -> list[dict]:
     """One row per (R, bin): the matched budget, the small model's accuracy there per rule, the large model's.
 
     `small[(rule, n)][bin]` and `large[bin]` are accuracies (bin 0 = all problems). The
@@ -80,8 +85,11 @@ def exchange_rows(ratios: Sequence[float], small_params: float, large_params: fl
         for b, large_acc in sorted(large.items()):
             accs = {rule: small.get((rule, n), {}).get(b, 0.0) for rule in ("weighted", "majority")}
             best = max(accs.values())
+            count = (counts or {}).get(b, 0)
+            lo, hi = wilson(large_acc, count)
             rows.append(dict(ratio=ratio, bin=b, matched_samples=matched, samples_used=n, lower_bound=cut,
-                             small_weighted=accs["weighted"], small_majority=accs["majority"], large_greedy=large_acc,
+                             problems=count, small_weighted=accs["weighted"], small_majority=accs["majority"],
+                             large_greedy=large_acc, large_lo=lo, large_hi=hi,
                              winner="test-time compute" if best > large_acc else
                              ("pretraining" if large_acc > best else "tie")))
     return rows

@@ -27,7 +27,8 @@ def exchange_markdown(rows: Sequence[dict], small_params: float, large_params: f
         lines.append(f"- R = {ratio:g}: matched N = {overall['matched_samples']:.1f} (used {overall['samples_used']}"
                      f"{', a lower bound' if overall['lower_bound'] else ''}); all problems: small best-of-N weighted "
                      f"{overall['small_weighted']:.3f}, majority {overall['small_majority']:.3f} vs larger model "
-                     f"greedy {overall['large_greedy']:.3f}: {overall['winner']} wins; test-time compute wins in bins "
+                     f"greedy {overall['large_greedy']:.3f} [{overall['large_lo']:.2f}, {overall['large_hi']:.2f}] "
+                     f"on {overall['problems']} problems: {overall['winner']} wins; test-time compute wins in bins "
                      f"{wins or 'none'}.")
     head = ["R", "bin", "N matched", "N used", "small weighted", "small majority", "large greedy", "winner"]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -35,7 +36,7 @@ def exchange_markdown(rows: Sequence[dict], small_params: float, large_params: f
         mark = ">=" if r["lower_bound"] else ""
         lines.append(f"| {r['ratio']:g} | {'all' if r['bin'] == 0 else r['bin']} | {r['matched_samples']:.1f} | "
                      f"{r['samples_used']} | {mark}{r['small_weighted']:.3f} | {mark}{r['small_majority']:.3f} | "
-                     f"{r['large_greedy']:.3f} | {r['winner']} |")
+                     f"{r['large_greedy']:.3f} [{r['large_lo']:.2f}, {r['large_hi']:.2f}] | {r['winner']} |")
     return "\n".join(lines) + "\n"
 
 

@@ -8,6 +8,7 @@ distribution would hit: if that is close to pass@k, the model is not solving any
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -50,6 +51,16 @@ def answer_prior(answers: Sequence[str]) -> dict[str, float]:
     counts = Counter(answers)
     total = sum(counts.values())
     return {a: c / total for a, c in counts.items()}
+
+
+def wilson(accuracy: float, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson interval of a mean of n 0/1 outcomes (the same formula the SQL views use)."""
+    if n <= 0:
+        return 0.0, 1.0
+    centre = accuracy + z * z / (2 * n)
+    spread = z * math.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    scale = 1 + z * z / n
+    return min(accuracy, max(0.0, (centre - spread) / scale)), max(accuracy, min(1.0, (centre + spread) / scale))
 
 
 def powers_of_two(n: int) -> list[int]:

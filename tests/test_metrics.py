@@ -84,3 +84,16 @@ def test_sql_view_matches_python_estimator(tmp_path):
         assert view[(0, k)] == pytest.approx(expected)
         level1 = np.mean([pass_at_k(16, c, k) for lv, c in truth.values() if lv == 1])
         assert view[(1, k)] == pytest.approx(level1)
+
+
+def test_wilson_matches_the_sql_views_and_holds_its_estimate():
+    import duckdb
+
+    from tasks.metrics import wilson
+
+    assert wilson(0.0, 7)[0] == 0.0 and wilson(1.0, 7)[1] == 1.0
+    lo, hi = wilson(0.5, 100)
+    assert lo == pytest.approx(0.4038, abs=1e-3) and hi == pytest.approx(0.5962, abs=1e-3)
+    sql = duckdb.sql("SELECT (a + 1.9208 / n - 1.96 * sqrt(a * (1 - a) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n) "
+                     "FROM (SELECT 0.3 AS a, 40 AS n)").fetchall()[0][0]
+    assert wilson(0.3, 40)[0] == pytest.approx(sql)

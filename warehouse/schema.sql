@@ -258,7 +258,10 @@ CREATE TABLE IF NOT EXISTS allocation_results (
     bin_kind            VARCHAR NOT NULL,
     budget              INTEGER NOT NULL,
     baseline            VARCHAR NOT NULL,  -- the strategy efficiency is measured against
+    problems            INTEGER NOT NULL,  -- held-out problems each accuracy averages over
     optimal_accuracy    DOUBLE NOT NULL,
+    optimal_lo          DOUBLE NOT NULL,   -- 95% Wilson interval over the problems
+    optimal_hi          DOUBLE NOT NULL,
     baseline_accuracy   DOUBLE NOT NULL,
     equivalent_budget   DOUBLE NOT NULL,   -- best-of-N budget reaching optimal_accuracy
     ratio               DOUBLE NOT NULL,   -- equivalent_budget / budget
@@ -279,9 +282,12 @@ CREATE TABLE IF NOT EXISTS flops_exchange (
     matched_samples DOUBLE NOT NULL,    -- N = 3 (k - 1) / R + k, k = P_large / P_small
     samples_used    INTEGER NOT NULL,   -- the largest power of two the bank serves within N
     lower_bound     BOOLEAN NOT NULL,   -- N exceeded the bank: the small model's figures are lower bounds
+    problems        INTEGER NOT NULL,
     small_weighted  DOUBLE NOT NULL,    -- best-of-N weighted (PRM, last step)
     small_majority  DOUBLE NOT NULL,
     large_greedy    DOUBLE NOT NULL,
+    large_lo        DOUBLE NOT NULL,    -- 95% Wilson interval of the large model's accuracy
+    large_hi        DOUBLE NOT NULL,
     winner          VARCHAR NOT NULL,   -- test-time compute | pretraining | tie
     PRIMARY KEY (run_id, ratio, bin)
 );
