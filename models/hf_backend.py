@@ -30,7 +30,7 @@ class HFGenerator:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = _DTYPES[cfg.dtype] if self.device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype).to(self.device).eval()
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, use_safetensors=True).to(self.device).eval()
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.segment_tokens = cfg.segment_tokens
 

@@ -138,7 +138,7 @@ class PRM:
         self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
         if self.separator and self.separator not in self.tokenizer.get_vocab():
             raise ValueError(f"step separator {self.separator!r} is not a token of {model_dir}")
-        self.model = AutoModelForTokenClassification.from_pretrained(model_dir).to(self.device).eval()
+        self.model = AutoModelForTokenClassification.from_pretrained(model_dir, use_safetensors=True).to(self.device).eval()
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 0)) or None
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
@@ -298,7 +298,7 @@ def train_prm(
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     config = AutoConfig.from_pretrained(base_dir, num_labels=1)
     config.classifier_dropout = 0.0  # the soft labels are noisy enough
-    model = AutoModelForTokenClassification.from_pretrained(base_dir, config=config)
+    model = AutoModelForTokenClassification.from_pretrained(base_dir, config=config, use_safetensors=True)
     train_set, val_set = split_by_problem(solutions, cfg.val_fraction, cfg.seed)
     if not train_set:
         raise ValueError("no labeled solutions to train the PRM on (run label-steps first)")

@@ -74,7 +74,7 @@ def train_reviser(
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
     model.config.max_position_embeddings = max(cfg.max_seq_len, int(model.config.max_position_embeddings or 0))
     encoded = [encode_example(tokenizer, p, t) for p, t in examples]
     kept = [e for e in encoded if len(e[0]) <= cfg.max_seq_len]

@@ -76,3 +76,22 @@ def test_prm_that_scores_nan_is_a_clear_error(base_model_dir: Path, tmp_path: Pa
     save_file(weights, str(tmp_path / "model.safetensors"), metadata={"format": "pt"})
     with pytest.raises(ValueError, match="NaN"):
         PRM(tmp_path).score(["rule\n\n01: init#0011=1234\n\n"], [["00: 1234#0011=1245", "ans=1245"]])
+
+
+def test_pickled_weights_are_refused(base_model_dir: Path, tmp_path: Path):
+    """Only safetensors load: a model folder with a pickle (.bin) and no safetensors is an error, not a load."""
+    import shutil
+
+    import pytest
+
+    from models.prm import PRM
+    from ttscale.workdir import fingerprint
+
+    folder = tmp_path / "pickled"
+    shutil.copytree(base_model_dir, folder)
+    for f in folder.glob("*.safetensors"):
+        f.rename(f.with_suffix(".bin"))
+    with pytest.raises(FileNotFoundError, match="safetensors"):
+        fingerprint(folder)
+    with pytest.raises(OSError):
+        PRM(folder)

@@ -102,7 +102,7 @@ def mlflow_run(workdir: Workdir, run_name: str, resume_id: str | None = None, ta
 def fingerprint(model_dir: Path) -> str:
     """Content hash of a model's weights: a retrained model gets a new sample bank."""
     digest = hashlib.sha1()
-    files = sorted(model_dir.glob("*.safetensors")) or sorted(model_dir.glob("*.bin"))
+    files = sorted(model_dir.glob("*.safetensors"))  # weights load only from safetensors, never pickles
     if not files:
         raise FileNotFoundError(f"no weights (*.safetensors) in {model_dir}")
     for f in files:
