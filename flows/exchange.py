@@ -33,11 +33,17 @@ STAGE = "exchange"
 METHOD = "greedy"
 
 
-def trained_size(record: dict | None, name: str) -> tuple[float, float]:
-    """(parameters, pretraining tokens) a training flow recorded next to the model."""
-    if not record or "train_tokens" not in record:
+def trained_size(record: dict | None, name: str, wd: Workdir) -> tuple[float, float]:
+    """(parameters, pretraining tokens) a training flow recorded next to the model, or in its MLflow run
+    (models trained before the record kept the token count)."""
+    if record and "train_tokens" not in record and record.get("mlflow_run_id"):
+        from mlflow.tracking import MlflowClient
+
+        metrics = MlflowClient(tracking_uri=wd.mlflow_uri).get_run(record["mlflow_run_id"]).data.metrics
+        record = {**record, "train_tokens": metrics.get("train_tokens")} if "train_tokens" in metrics else record
+    if not record or record.get("train_tokens") is None:
         raise ValueError(f"the {name} model has no training record with its token count: retrain it with "
-                         f"`ttscale train-{'base' if name == 'base' else 'large'}`")
+                         f"`ttscale train-{name}`")
     return float(record["n_params"]), float(record["train_tokens"])
 
 
@@ -51,8 +57,8 @@ def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
     large_dir = wd.models / "large"
     if not large_dir.is_dir():
         raise FileNotFoundError(f"no larger model at {large_dir}: run `ttscale train-large` (preset flops-matched)")
-    small_params, small_tokens = trained_size(read_record(small_dir), "base")
-    large_params, large_tokens = trained_size(read_record(large_dir), "large")
+    small_params, small_tokens = trained_size(read_record(small_dir), "base", wd)
+    large_params, large_tokens = trained_size(read_record(large_dir), "large", wd)
     bank, scorer_id = difficulty_ids(config, wd)
     spec = SamplingSpec(n=1, temperature=0.0, max_tokens=config.bank.max_tokens, seed=0)
     greedy_bank = bank_id(fingerprint(large_dir), spec)
