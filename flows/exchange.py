@@ -20,6 +20,7 @@ from flows.sample_bank import sampling_spec
 from flows.score_bank import candidates_by_problem
 from flows.stage import stage_run
 from models.generator import SamplingSpec, open_generator
+from tasks.allocation import cross_validate
 from tasks.exchange import by_bin, exchange_rows, members, per_problem_accuracy
 from tasks.exchange_report import exchange_markdown, plot_exchange
 from tasks.metrics import powers_of_two
@@ -89,9 +90,15 @@ def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
                 "SELECT problem_id, correct FROM candidates WHERE bank_id = ?", [greedy_bank]).to_pylist()}
             rng = np.random.default_rng(cfg.seed)
             candidates = candidates_by_problem(wh, bank, scorer_id)
-            small = {(rule, n): by_bin({p: per_problem_accuracy(pc, n, rule, cfg.resamples, rng)
-                                        for p, (_, pc) in candidates.items()}, bins)
-                     for rule in ("weighted", "majority") for n in powers_of_two(config.bank.n)}
+            outcomes = {(rule, n): {p: per_problem_accuracy(pc, n, rule, cfg.resamples, rng)
+                                    for p, (_, pc) in candidates.items()}
+                        for rule in ("weighted", "majority") for n in powers_of_two(config.bank.n)}
+            small = {key: by_bin(per_problem, bins) for key, per_problem in outcomes.items()}
+            # The compute-optimal choice between the stored strategies per bin, chosen on one fold of the
+            # problems and scored on the other (as `allocate` does), so the small model gets no hindsight.
+            cv = cross_validate(outcomes, bins, "weighted", config.allocation.splits, config.allocation.seed)
+            for n in powers_of_two(config.bank.n):
+                small[("optimal", n)] = {0: cv.accuracy[n], **{b: v for (b, m), v in cv.per_bin.items() if m == n}}
             tokens = wh.query("SELECT avg(prompt_tokens + generated_tokens) FILTER (WHERE bank_id = ?) AS small, "
                               "avg(prompt_tokens + generated_tokens) FILTER (WHERE bank_id = ?) AS large "
                               "FROM candidates", [bank, greedy_bank]).to_pylist()[0]

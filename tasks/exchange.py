@@ -74,21 +74,22 @@ def exchange_rows(ratios: Sequence[float], small_params: float, large_params: fl
                   token_ratio: float = 1.0, counts: Mapping[int, int] | None = None) -> list[dict]:
     """One row per (R, bin): the matched budget, the small model's accuracy there per rule, the large model's.
 
-    `small[(rule, n)][bin]` and `large[bin]` are accuracies (bin 0 = all problems). The
-    winner compares the better of the small model's two rules (chosen per bin on the same
-    problems, so slightly in its favour) with the large model.
+    `small[(rule, n)][bin]` and `large[bin]` are accuracies (bin 0 = all problems); rule
+    "optimal" is the compute-optimal choice between the others, cross-validated per bin,
+    and decides the winner against the large model.
     """
     rows = []
     for ratio in ratios:
         matched = matched_samples(small_params, large_params, ratio, token_ratio)
         n, cut = usable_budget(matched, largest)
         for b, large_acc in sorted(large.items()):
-            accs = {rule: small.get((rule, n), {}).get(b, 0.0) for rule in ("weighted", "majority")}
-            best = max(accs.values())
+            accs = {rule: small.get((rule, n), {}).get(b, 0.0) for rule in ("weighted", "majority", "optimal")}
+            best = accs["optimal"]
             count = (counts or {}).get(b, 0)
             lo, hi = wilson(large_acc, count)
             rows.append(dict(ratio=ratio, bin=b, matched_samples=matched, samples_used=n, lower_bound=cut,
                              problems=count, small_weighted=accs["weighted"], small_majority=accs["majority"],
+                             small_optimal=accs["optimal"],
                              large_greedy=large_acc, large_lo=lo, large_hi=hi,
                              winner="test-time compute" if best > large_acc else
                              ("pretraining" if large_acc > best else "tie")))

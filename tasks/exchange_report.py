@@ -25,17 +25,20 @@ def exchange_markdown(rows: Sequence[dict], small_params: float, large_params: f
         overall = next(r for r in rows if r["ratio"] == ratio and r["bin"] == 0)
         wins = [r["bin"] for r in rows if r["ratio"] == ratio and r["bin"] and r["winner"] == "test-time compute"]
         lines.append(f"- R = {ratio:g}: matched N = {overall['matched_samples']:.1f} (used {overall['samples_used']}"
-                     f"{', a lower bound' if overall['lower_bound'] else ''}); all problems: small best-of-N weighted "
-                     f"{overall['small_weighted']:.3f}, majority {overall['small_majority']:.3f} vs larger model "
+                     f"{', a lower bound' if overall['lower_bound'] else ''}); all problems: small compute-optimal "
+                     f"{overall['small_optimal']:.3f} (best-of-N weighted {overall['small_weighted']:.3f}, majority "
+                     f"{overall['small_majority']:.3f}) vs larger model "
                      f"greedy {overall['large_greedy']:.3f} [{overall['large_lo']:.2f}, {overall['large_hi']:.2f}] "
                      f"on {overall['problems']} problems: {overall['winner']} wins; test-time compute wins in bins "
                      f"{wins or 'none'}.")
-    head = ["R", "bin", "N matched", "N used", "small weighted", "small majority", "large greedy", "winner"]
+    head = ["R", "bin", "N matched", "N used", "small compute-optimal", "small weighted", "small majority",
+            "large greedy", "winner"]
     lines += ["", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for r in rows:
         mark = ">=" if r["lower_bound"] else ""
         lines.append(f"| {r['ratio']:g} | {'all' if r['bin'] == 0 else r['bin']} | {r['matched_samples']:.1f} | "
-                     f"{r['samples_used']} | {mark}{r['small_weighted']:.3f} | {mark}{r['small_majority']:.3f} | "
+                     f"{r['samples_used']} | {mark}{r['small_optimal']:.3f} | {mark}{r['small_weighted']:.3f} | "
+                     f"{mark}{r['small_majority']:.3f} | "
                      f"{r['large_greedy']:.3f} [{r['large_lo']:.2f}, {r['large_hi']:.2f}] | {r['winner']} |")
     return "\n".join(lines) + "\n"
 
@@ -46,7 +49,7 @@ def plot_exchange(rows: Sequence[dict], path: Path) -> Path:
     for ax, ratio in zip(axes[0], ratios):
         sub = sorted((r for r in rows if r["ratio"] == ratio), key=lambda r: r["bin"])
         xs = range(len(sub))
-        ax.bar([x - 0.2 for x in xs], [r["small_weighted"] for r in sub], 0.4, label="small + best-of-N weighted")
+        ax.bar([x - 0.2 for x in xs], [r["small_optimal"] for r in sub], 0.4, label="small + compute-optimal")
         ax.bar([x + 0.2 for x in xs], [r["large_greedy"] for r in sub], 0.4, label="larger model, greedy")
         ax.set_xticks(list(xs), ["all" if r["bin"] == 0 else str(r["bin"]) for r in sub])
         ax.set(title=f"R = {ratio:g} (N = {sub[0]['samples_used']})", xlabel="difficulty bin", ylim=(0, 1.02))

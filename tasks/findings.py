@@ -81,7 +81,7 @@ def exchange_finding(rows: Sequence[dict]) -> Finding:
     ok_large = all(r["winner"] != "test-time compute" for r in rows
                    if (r["ratio"] == large_r or r["bin"] in hardest) and r["bin"] != 0)
     evidence = tuple(f"R={r['ratio']:g}, bin {'all' if r['bin'] == 0 else r['bin']}: small "
-                     f"{'>=' if r['lower_bound'] else ''}{r['small_weighted']:.3f} at N={r['samples_used']} vs large "
+                     f"{'>=' if r['lower_bound'] else ''}{r['small_optimal']:.3f} at N={r['samples_used']} vs large "
                      f"greedy {r['large_greedy']:.3f} [{r['large_lo']:.2f}, {r['large_hi']:.2f}] ({r['winner']})"
                      for r in rows)
     return Finding(6, claim, REPRODUCED if ok_small and ok_large else NOT_REPRODUCED, evidence)

@@ -25,8 +25,8 @@ def test_paper_ratios_and_what_the_bank_can_serve():
     assert usable_budget(257.75, 32) == (32, True)  # cut to the bank: a lower bound
     assert usable_budget(15.77, 32) == (8, False)
     assert usable_budget(0.5, 32) == (0, False)
-    rows = exchange_rows([22.0], 1, 14, 32, {("weighted", 8): {0: 0.7, 1: 0.9}, ("majority", 8): {0: 0.6, 1: 1.0}},
-                         {0: 0.65, 1: 1.0})
+    rows = exchange_rows([22.0], 1, 14, 32, {("weighted", 8): {0: 0.7, 1: 0.9}, ("majority", 8): {0: 0.6, 1: 1.0},
+                                             ("optimal", 8): {0: 0.7, 1: 1.0}}, {0: 0.65, 1: 1.0})
     assert [(r["bin"], r["samples_used"], r["winner"]) for r in rows] == [(0, 8, "test-time compute"), (1, 8, "tie")]
 
 
@@ -38,7 +38,7 @@ def test_exchange_flow_writes_the_table(trained_workdir, smoke_config):
     config = smoke_config.model_copy(update={"large_model": large})
     out = pipeline(config=config, workdir=str(trained_workdir))
     with duckdb.connect(str(trained_workdir / "ttscale.duckdb"), read_only=True) as con:
-        rows = con.execute("SELECT ratio, bin, matched_samples, samples_used, lower_bound, small_weighted, large_greedy "
+        rows = con.execute("SELECT ratio, bin, matched_samples, samples_used, lower_bound, small_optimal, large_greedy "
                            "FROM flops_exchange WHERE run_id = ? ORDER BY ratio, bin", [out["exchange"]]).fetchall()
         greedy = con.execute("SELECT count(*), max(budget) FROM candidates WHERE method = 'greedy'").fetchall()[0]
     assert greedy == (smoke_config.task.n_test, 1)  # one greedy sample per test problem

@@ -25,7 +25,7 @@ def test_missing_stages_are_not_measured_and_the_4x_needs_an_uncensored_ratio():
     censored = [{"ratio": 4.0, "censored": "<="}, {"ratio": 1.1, "censored": ""}]
     assert allocation_finding(censored, []).verdict.startswith("not reproduced")
     assert allocation_finding([{"ratio": 2.5, "censored": ""}], []).verdict == REPRODUCED
-    rows = [dict(ratio=r, bin=b, samples_used=8, lower_bound=False, small_weighted=s, large_greedy=g, large_lo=0.0,
+    rows = [dict(ratio=r, bin=b, samples_used=8, lower_bound=False, small_optimal=s, large_greedy=g, large_lo=0.0,
                  large_hi=1.0,
                  winner="test-time compute" if s > g else "pretraining")
             for r, b, s, g in [(0.16, 1, 0.9, 0.5), (0.16, 2, 0.8, 0.5), (0.16, 3, 0.2, 0.5),

@@ -285,6 +285,7 @@ CREATE TABLE IF NOT EXISTS flops_exchange (
     problems        INTEGER NOT NULL,
     small_weighted  DOUBLE NOT NULL,    -- best-of-N weighted (PRM, last step)
     small_majority  DOUBLE NOT NULL,
+    small_optimal   DOUBLE NOT NULL,    -- the better of the two per bin, chosen by 2-fold cross-validation
     large_greedy    DOUBLE NOT NULL,
     large_lo        DOUBLE NOT NULL,    -- 95% Wilson interval of the large model's accuracy
     large_hi        DOUBLE NOT NULL,
