@@ -64,6 +64,8 @@ def report(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
                                                [exchange or ""]).to_pylist()))
         run_id = stable_hash(STAGE, bank, scorer_id, [(f.number, f.verdict, f.evidence) for f in found])
         markdown = findings_markdown(found, f"The paper's findings on this run ({config.name})")
+        plots = sorted(p.name for p in wd.reports.glob("*.png"))
+        markdown += "\n## Plots behind them\n\n" + "\n".join(f"![{name}]({name})" for name in plots) + "\n"
         with stage_run(wh, wd, STAGE, run_id, config, {"findings": [f.verdict for f in found]}, {"bank_id": bank}):
             publish_report(wd.reports, "findings", markdown, None, "findings", "the paper's six findings, here")
     path = wd.reports / "findings.md"

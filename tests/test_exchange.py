@@ -48,4 +48,5 @@ def test_exchange_flow_writes_the_table(trained_workdir, smoke_config):
         assert 0 <= small <= 1 and 0 <= large_acc <= 1
     assert (trained_workdir / "reports" / f"exchange-{out['exchange']}.md").read_text().count("R = ") == 3
     findings = (trained_workdir / "reports" / "findings.md").read_text()
-    assert "| 6 |" in findings and "### 6." in findings and "not measured" not in findings.split("### 6.")[1][:200]
+    assert "| 6 |" in findings and "### 6." in findings and "](exchange-" in findings  # its plots are linked
+    assert "not measured" not in findings.split("### 6.")[1][:200]
