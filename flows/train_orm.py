@@ -20,12 +20,13 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import PipelineConfig, PRMConfig
+from configs.schema import PipelineConfig
 from flows.revision_data import train_problems
 from flows.stage import stage_run
+from flows.train_prm import fit
 from flows.train_reviser import reviser_dir
 from models.generator import Generator, SamplingSpec, open_generator
-from models.prm import LabeledSolution, PRMTrainResult, train_prm as fit_prm
+from models.prm import LabeledSolution
 from tasks.problems import Problem
 from tasks.revisions import attempts_table, extend_chains, stored_chains
 from tasks.sampling import prompt_for, stable_hash
@@ -64,13 +65,6 @@ def run_chains(generator: Generator, problems: Sequence[Problem], lengths: Seque
         return extend_chains(generator, problems, lengths, window, spec, done, commit)
 
 
-@task(cache_policy=NO_CACHE)
-def fit(cfg: PRMConfig, base_dir: Path, solutions: Sequence[LabeledSolution], out_dir: Path) -> PRMTrainResult:
-    logger = get_run_logger()
-    return fit_prm(cfg, base_dir, solutions, out_dir,
-                   on_epoch=lambda e, tr, va: logger.info("orm epoch %d: train loss %.4f, val loss %.4f", e, tr, va))
-
-
 @flow(name=STAGE, log_prints=True)
 def train_orm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
     """Train (or find already trained) the ORM on the revision model's attempts; returns its folder."""
@@ -102,7 +96,7 @@ def train_orm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
                         "ORDER BY attempt_id", [chain_set_id]).to_pylist()
         solutions = [LabeledSolution(r["problem_id"], prompt_for(by_id[r["problem_id"]]), [r["text"]],
                                      [float(r["correct"])]) for r in rows if r["problem_id"] in by_id]
-        result = fit(cfg.training, base_dir, solutions, tmp)
+        result = fit(cfg.training, base_dir, solutions, tmp, name="orm")
         q = quality(result.val_predictions, result.val_labels)
         accuracy = sum(s.labels[0] for s in solutions) / max(1, len(solutions))
         log_metrics(ml_id, [(f"orm_{name}_loss", v, e + 1) for name, losses in

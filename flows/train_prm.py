@@ -49,10 +49,13 @@ def labeled_solutions(wh: Warehouse, config: PipelineConfig, label_bank: str) ->
 
 
 @task(cache_policy=NO_CACHE)
-def fit(cfg: PRMConfig, base_dir: Path, solutions: Sequence[LabeledSolution], out_dir: Path) -> PRMTrainResult:
+def fit(cfg: PRMConfig, base_dir: Path, solutions: Sequence[LabeledSolution], out_dir: Path,
+        name: str = "prm") -> PRMTrainResult:
+    """Train a scalar-head verifier (the PRM, or the ORM with one step per attempt), logging each epoch."""
     logger = get_run_logger()
     return fit_prm(cfg, base_dir, solutions, out_dir,
-                   on_epoch=lambda e, tr, va: logger.info("prm epoch %d: train loss %.4f, val loss %.4f", e, tr, va))
+                   on_epoch=lambda e, tr, va: logger.info("%s epoch %d: train loss %.4f, val loss %.4f",
+                                                          name, e, tr, va))
 
 
 @flow(name=STAGE, log_prints=True)

@@ -261,6 +261,17 @@ class PRMTrainResult:
     val_labels: list[float] = field(default_factory=list)
 
 
+def save_trained(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out_dir: Path, merge_lora: bool) -> None:
+    """Save a fine-tuned model as an ordinary safetensors folder; LoRA adapters are merged in first,
+    so every loader (and vLLM) reads it like any other model."""
+    if merge_lora:
+        model = model.merge_and_unload()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.eval()
+    model.save_pretrained(out_dir, safe_serialization=True)
+    tokenizer.save_pretrained(out_dir)
+
+
 def split_by_problem(solutions: Sequence[LabeledSolution], val_fraction: float, seed: int
                      ) -> tuple[list[LabeledSolution], list[LabeledSolution]]:
     """Hold out whole problems, so validation measures generalisation to new problems."""
@@ -372,11 +383,6 @@ def train_prm(
         model.load_state_dict(best_state)
     if val_set:
         _, result.val_predictions, result.val_labels = evaluate(val_set)
-    if cfg.mode == "lora":
-        model = model.merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    save_trained(model, tokenizer, out_dir, merge_lora=cfg.mode == "lora")
     (out_dir / PRM_CARD).write_text(json.dumps({"step_separator": None, "mode": cfg.mode, "num_labels": 1}))
     return result

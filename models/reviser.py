@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from configs.schema import ReviserConfig
+from models.prm import save_trained
 
 
 @dataclass
@@ -124,10 +125,5 @@ def train_reviser(
                     on_update(result.updates, ema)
                 bar.update(1)
                 bar.set_postfix(loss=f"{ema:.3f}")
-    if cfg.mode == "lora":
-        model = model.merge_and_unload()
-    out_dir.mkdir(parents=True, exist_ok=True)
-    model.eval()
-    model.save_pretrained(out_dir, safe_serialization=True)
-    tokenizer.save_pretrained(out_dir)
+    save_trained(model, tokenizer, out_dir, merge_lora=cfg.mode == "lora")
     return result
