@@ -105,17 +105,6 @@ class BankConfig(Frozen):
     seed: int = 0
     split: Literal["test", "train"] = "test"
     problems_per_chunk: int = Field(default=25, ge=1, description="problems generated and committed together")
-    output: Literal["warehouse", "shards"] = Field(
-        default="warehouse", description="shards: a worker on another machine writes Parquet chunk folders under "
-        "<workdir>/shards for `ttscale load-shards` instead of opening the warehouse")
-    shard_index: int = Field(default=0, ge=0, description="this worker samples problems with index % count == this")
-    shard_count: int = Field(default=1, ge=1, description="how many workers split the problems")
-
-    @model_validator(mode="after")
-    def _shard_in_range(self) -> "BankConfig":
-        if self.shard_index >= self.shard_count:
-            raise ValueError("shard_index must be below shard_count")
-        return self
 
 
 class LabelConfig(Frozen):
@@ -308,6 +297,37 @@ class ReportConfig(Frozen):
     majority_resamples: int = Field(default=200, ge=1)
 
 
+class WorkerConfig(Frozen):
+    """Where the generator-heavy stages (sample-bank, label-steps, search) put their rows.
+
+    DuckDB allows one read-write process per file, so workers on other machines never
+    open the warehouse: with `output: shards` each writes Parquet chunk folders under
+    `<workdir>/shards/<stage>/` for its share of the problems, and one process runs
+    `ttscale load-shards`. Re-running a stage in warehouse mode afterwards finds the work
+    done and writes the reports.
+    """
+
+    output: Literal["warehouse", "shards"] = Field(
+        default="warehouse", description="shards: this run is a worker on another machine; it writes Parquet chunk "
+        "folders under <workdir>/shards for `ttscale load-shards` instead of opening the warehouse")
+    shard_index: int = Field(default=0, ge=0, description="this worker takes the problems with index % count == this")
+    shard_count: int = Field(default=1, ge=1, description="how many workers split the problems")
+
+    @model_validator(mode="after")
+    def _shard_in_range(self) -> "WorkerConfig":
+        if self.shard_index >= self.shard_count:
+            raise ValueError("workers.shard_index must be below workers.shard_count")
+        return self
+
+    @property
+    def to_shards(self) -> bool:
+        return self.output == "shards"
+
+    def owns(self, problem_index: int) -> bool:
+        """Whether this worker's share includes the problem (every problem when not sharded)."""
+        return problem_index % self.shard_count == self.shard_index
+
+
 class PipelineConfig(Frozen):
     """Everything one `ttscale run` needs; a YAML preset is one of these."""
 
@@ -329,3 +349,4 @@ class PipelineConfig(Frozen):
     exchange: ExchangeConfig = ExchangeConfig()
     solve: SolveConfig = SolveConfig()
     report: ReportConfig = ReportConfig()
+    workers: WorkerConfig = WorkerConfig()

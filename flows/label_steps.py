@@ -4,13 +4,16 @@ The story: take the first `labels.problems` train problems; find those not yet
 labeled; for each chunk, sample K solutions and R rollouts from every step prefix
 (two generator calls per chunk) and commit the solutions, their steps and their
 labels in one transaction. Labeling compute (samples, tokens, FLOPs) is stored with
-the labels, since it is part of what the PRM costs.
+the labels, since it is part of what the PRM costs. With `workers.output: shards` a
+worker on another machine labels its share of the problems into Parquet chunk folders
+instead, for `load-shards`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -21,9 +24,10 @@ from flows.stage import stage_run
 from models.generator import Generator, SamplingSpec, open_generator
 from tasks.labeling import METHOD, label_chunk
 from tasks.problems import Problem, load_problems
-from tasks.sampling import pending, problems_table, stable_hash
+from tasks.sampling import pending, problem_chunks, problems_table, stable_hash
 from tasks.tracking import log_metrics
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
+from warehouse.shards import pending_chunks, write_chunk
 from warehouse.store import Warehouse
 
 STAGE = "label-steps"
@@ -63,6 +67,8 @@ def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
     spec = label_spec(config.labels)
     bank = label_bank_id(fingerprint(model_dir), config.labels)
     run_id = stable_hash(STAGE, bank, config.generator.backend)
+    if config.workers.to_shards:  # a worker: never opens the warehouse (one writer per file)
+        return _label_to_shards(config, wd, model_dir, problems, spec, bank, run_id)
     with Warehouse(wd.warehouse) as wh:
         wh.insert("problems", problems_table(all_problems))
         todo = pending(wh, bank, problems, spec.n, method=METHOD)
@@ -98,4 +104,23 @@ def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
     logger.info("labels %s: %d steps (mean label %.3f); per problem %.0f rollouts, %.0f tokens, %.3g FLOPs",
                 bank, summary["steps"], summary["mean_label"] or 0, per_problem["labeling_rollouts_per_problem"],
                 per_problem["labeling_tokens_per_problem"], per_problem["labeling_flops_per_problem"])
+    return bank
+
+
+def _label_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, problems: list[Problem],
+                     spec: SamplingSpec, bank: str, run_id: str) -> str:
+    """Label this worker's share of the problems into Parquet chunk folders; skip chunks already written."""
+    workers = config.workers
+    root = wd.shards / STAGE / bank
+    chunks = problem_chunks(problems, workers, config.labels.problems_per_chunk, bank)
+    todo = pending_chunks(root, chunks)
+    get_run_logger().info("worker %d/%d of labels %s: %d of %d chunks to label into %s", workers.shard_index,
+                          workers.shard_count, bank, len(todo), len(chunks), root)
+    if todo:
+        with open_generator(config.generator, model_dir) as generator:
+            for cid, chunk in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="chunk"):
+                cands, steps, labels = label_and_grade(generator, chunk, spec, config.labels.rollouts, bank, run_id,
+                                                       config.generator.model)
+                write_chunk(root, cid, {"problems": problems_table(chunk), "candidates": cands, "steps": steps,
+                                        "step_labels": labels})
     return bank

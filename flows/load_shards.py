@@ -1,9 +1,10 @@
 """Flow `load-shards`: the one writer ingests what workers on other machines wrote as Parquet.
 
-The story: find every complete chunk folder under `<workdir>/shards/<stage>/<bank>/`
-not loaded yet and insert each in one transaction (problems, then candidates, then
-steps), recording it in `loaded_shards`. Afterwards `sample-bank` (warehouse mode) finds
-the bank complete and writes its report.
+The story: find every complete chunk folder under `<workdir>/shards/<stage>/<group>/`
+(sample-bank, label-steps and search workers write them) not loaded yet and insert each
+in one transaction, tables in `warehouse.shards.LOAD_ORDER`, recording it in
+`loaded_shards`. Afterwards the same stage in warehouse mode finds its work done and
+writes its report.
 """
 
 from __future__ import annotations
@@ -25,8 +26,8 @@ def load_shards(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
     wd = Workdir.at(workdir)
     added: dict[str, int] = {}
     with Warehouse(wd.warehouse) as wh:
-        for bank_dir in sorted(p for stage in wd.shards.glob("*") for p in stage.glob("*") if p.is_dir()):
-            for table, rows in ingest(wh, bank_dir, order=("problems", "candidates", "steps")).items():
+        for group in sorted(p for stage in wd.shards.glob("*") for p in stage.glob("*") if p.is_dir()):
+            for table, rows in ingest(wh, group).items():
                 added[table] = added.get(table, 0) + rows
     logger.info("loaded shards from %s: %s", wd.shards, added or "nothing new")
     return added

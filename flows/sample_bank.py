@@ -21,10 +21,10 @@ from flows.stage import stage_run
 from models.generator import Generator, SamplingSpec, open_generator
 from tasks.problems import Problem, load_problems
 from tasks.report import build_bank_report, plot_bank
-from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
+from tasks.sampling import bank_id, pending, problem_chunks, problems_table, sample_chunk, stable_hash
 from tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.shards import write_chunk, written_chunks
+from warehouse.shards import pending_chunks, write_chunk
 from warehouse.store import Warehouse
 
 STAGE = "sample-bank"
@@ -53,7 +53,7 @@ def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
     bank = bank_id(fingerprint(model_dir), spec)
     run_id = stable_hash(STAGE, bank, config.generator.backend)
 
-    if config.bank.output == "shards":  # a worker: never opens the warehouse (one writer per file)
+    if config.workers.to_shards:  # a worker: never opens the warehouse (one writer per file)
         return _sample_to_shards(config, wd, model_dir, split, spec, bank, run_id)
 
     with Warehouse(wd.warehouse) as wh:
@@ -92,19 +92,15 @@ def _sample_pending(wh: Warehouse, config: PipelineConfig, model_dir: Path, todo
 def _sample_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, split: list[Problem],
                       spec: SamplingSpec, bank: str, run_id: str) -> str:
     """Sample this worker's share of the problems into Parquet chunk folders; skip chunks already written."""
-    logger = get_run_logger()
-    cfg = config.bank
-    mine = [p for p in split if p.index % cfg.shard_count == cfg.shard_index]
+    workers = config.workers
     root = wd.shards / STAGE / bank
-    size = cfg.problems_per_chunk
-    chunks = [mine[i : i + size] for i in range(0, len(mine), size)]
-    done = written_chunks(root)
-    todo = [(cid, c) for c in chunks if (cid := stable_hash(bank, [p.problem_id for p in c])) not in done]
-    logger.info("worker %d/%d of bank %s: %d of %d chunks to sample into %s", cfg.shard_index, cfg.shard_count,
-                bank, len(todo), len(chunks), root)
+    chunks = problem_chunks(split, workers, config.bank.problems_per_chunk, bank)
+    todo = pending_chunks(root, chunks)
+    get_run_logger().info("worker %d/%d of bank %s: %d of %d chunks to sample into %s", workers.shard_index,
+                          workers.shard_count, bank, len(todo), len(chunks), root)
     if todo:
         with open_generator(config.generator, model_dir) as generator:
-            for cid, chunk in tqdm(todo, desc=f"{STAGE} shard {cfg.shard_index}", unit="chunk"):
+            for cid, chunk in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="chunk"):
                 candidates, steps = sample_and_grade(generator, chunk, spec, bank, run_id, config.generator.model)
                 write_chunk(root, cid, {"problems": problems_table(chunk), "candidates": candidates, "steps": steps})
     return bank

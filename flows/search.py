@@ -5,11 +5,14 @@ The story: plan one search run per (strategy, M, k, budget N, seed) on the first
 with one generator and one PRM kept open, each run's nodes and selections committed in
 one transaction; then read accuracy vs budget back from the `accuracy_vs_budget` view,
 state which of the paper's findings hold, and publish curves to MLflow and Prefect.
+With `workers.output: shards` a worker on another machine runs every planned search on
+its share of the problems into Parquet chunk folders instead, for `load-shards`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -27,6 +30,7 @@ from tasks.search.records import to_tables
 from tasks.search_report import findings, plot_search, search_markdown, search_metrics
 from tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
+from warehouse.shards import pending_chunks, write_chunk
 from warehouse.store import Warehouse
 
 STAGE = "search"
@@ -69,6 +73,8 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
     problems = [p for p in all_problems if p.split == "test"][: config.search.problems]
     runs = plan(config.search, context)
     run_id = stable_hash(STAGE, context, [r.key() for r in runs])
+    if config.workers.to_shards:  # a worker: never opens the warehouse (one writer per file)
+        return _search_to_shards(config, wd, model_dir, prm_dir, problems, runs, context, run_id, scorer_id)
     with Warehouse(wd.warehouse) as wh:
         wh.insert("problems", problems_table(all_problems))
         done = set(wh.query("SELECT search_key FROM selections GROUP BY 1 HAVING count(*) >= ?",
@@ -96,4 +102,24 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
             publish_report(wd.reports, f"{STAGE}-{scorer_id}", markdown, plot, "search-curves",
                            "accuracy vs budget per search strategy")
     logger.info("search curves for scorer %s: report at %s", scorer_id, wd.reports)
+    return scorer_id
+
+
+def _search_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, prm_dir: Path, problems: list[Problem],
+                      runs: list[SearchParams], context: str, run_id: str, scorer_id: str) -> str:
+    """Every planned search on this worker's share of the problems, one chunk folder per search run."""
+    workers = config.workers
+    root = wd.shards / STAGE / context
+    mine = [p for p in problems if workers.owns(p.index)]
+    chunks = [(stable_hash(r.key(), [p.problem_id for p in mine]), r) for r in runs] if mine else []
+    todo = pending_chunks(root, chunks)
+    get_run_logger().info("worker %d/%d of search %s: %d of %d runs to do on %d problems into %s",
+                          workers.shard_index, workers.shard_count, context, len(todo), len(chunks), len(mine), root)
+    if todo:
+        scorer = PRM(prm_dir, config.scoring.batch_size, config.scoring.step_separator, config.scoring.threads)
+        with open_generator(config.generator, model_dir) as generator:
+            for cid, params in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="run"):
+                nodes, selections = run_search(params, mine, generator, scorer, run_id, scorer_id)
+                write_chunk(root, cid, {"problems": problems_table(mine), "search_nodes": nodes,
+                                        "selections": selections})
     return scorer_id

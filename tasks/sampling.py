@@ -15,6 +15,7 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
+from configs.schema import WorkerConfig
 from models.generator import Generator, SamplingSpec
 from tasks import arith
 from tasks.grading import grade, split_steps
@@ -54,6 +55,15 @@ def pending(wh: Warehouse, bank: str, problems: Sequence[Problem], n: int, metho
     ).column("problem_id").to_pylist()
     finished = set(done)
     return [p for p in problems if p.problem_id not in finished]
+
+
+def problem_chunks(problems: Sequence[Problem], workers: WorkerConfig, size: int, group: str
+                   ) -> list[tuple[str, list[Problem]]]:
+    """This worker's share of the problems in chunks of `size`, each with an id stable across re-runs,
+    so a re-run worker skips the chunks it already wrote."""
+    mine = [p for p in problems if workers.owns(p.index)]
+    chunks = [mine[i : i + size] for i in range(0, len(mine), size)]
+    return [(stable_hash(group, [p.problem_id for p in chunk]), chunk) for chunk in chunks]
 
 
 def sample_chunk(

@@ -66,6 +66,8 @@ def test_every_deployment_points_at_a_flow_whose_parameters_render_as_forms():
     from prefect import Flow
     from prefect.utilities.callables import parameter_schema
 
+    from configs.schema import PipelineConfig
+
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     names = [d["name"] for d in spec["deployments"]]
     assert len(names) == len(set(names))
@@ -75,5 +77,7 @@ def test_every_deployment_points_at_a_flow_whose_parameters_render_as_forms():
         assert isinstance(flow, Flow), deployment["name"]
         schema = parameter_schema(flow.fn).model_dump()
         assert {"config", "workdir"} <= set(schema["properties"]), deployment["name"]
+        # the parameters it ships are a valid config (a renamed or removed key fails here, not on a worker)
+        PipelineConfig.model_validate(deployment.get("parameters", {}).get("config", {}))
     config_schema = schema["definitions"]["PipelineConfig"]["properties"]
     assert {"revisions", "difficulty", "allocation", "exchange", "solve", "large_model"} <= set(config_schema)

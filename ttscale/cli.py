@@ -92,8 +92,8 @@ STAGES = {
     "train-prm": ("train-prm", "Train the process reward model on the step labels; register it as ttscale-prm."),
     "score-bank": ("score-bank", "Score every bank candidate's steps with the PRM; write accuracy-vs-N curves "
                                  "per selection rule."),
-    "load-shards": ("load-shards", "Ingest the Parquet chunk folders that sampling workers on other machines wrote "
-                                   "(bank.output: shards) into the warehouse; loading twice adds nothing."),
+    "load-shards": ("load-shards", "Ingest the Parquet chunk folders that workers on other machines wrote "
+                                   "(workers.output: shards) into the warehouse; loading twice adds nothing."),
     "search": ("search", "Best-of-N, beam search, lookahead and DVTS against the PRM; every node stored; "
                          "accuracy vs budget, tokens and FLOPs."),
     "revision-data": ("revision-data", "Sample many solutions per train problem and build revision trajectories: "

@@ -2,7 +2,7 @@
 
 DuckDB allows one read-write process per file, so a worker never opens the warehouse.
 It writes each finished chunk as a folder of Parquet files, one per table, under
-`<workdir>/shards/<stage>/`, first as `<chunk>.tmp` and then renamed: a rename is atomic,
+`<workdir>/shards/<stage>/<group>/` (a group is a bank, a label bank or a search context), first as `<chunk>.tmp` and then renamed: a rename is atomic,
 so a reader sees a whole chunk or none, and a killed worker leaves only a `.tmp` folder
 that its re-run overwrites. `load_shards` (one process) ingests every chunk not loaded
 yet, each in one transaction, and records it in `loaded_shards`, so loading twice adds
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -22,6 +23,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from warehouse.store import Warehouse
+
+# Tables a worker may write, in the order a chunk loads them (problems before the rows that name them).
+LOAD_ORDER = ("problems", "candidates", "steps", "step_labels", "search_nodes", "selections")
+T = TypeVar("T")
 
 
 def write_chunk(root: Path, chunk_id: str, tables: Mapping[str, pa.Table]) -> Path:
@@ -41,7 +46,13 @@ def written_chunks(root: Path) -> set[str]:
     return {p.name for p in root.iterdir() if p.is_dir() and not p.name.endswith(".tmp")} if root.is_dir() else set()
 
 
-def load_shards(wh: Warehouse, root: Path, order: tuple[str, ...] = ("candidates", "steps")) -> dict[str, int]:
+def pending_chunks(root: Path, chunks: Sequence[tuple[str, T]]) -> list[tuple[str, T]]:
+    """The (chunk id, work) pairs whose folders are not written yet: what a re-run worker still owes."""
+    done = written_chunks(root)
+    return [(cid, work) for cid, work in chunks if cid not in done]
+
+
+def load_shards(wh: Warehouse, root: Path, order: tuple[str, ...] = LOAD_ORDER) -> dict[str, int]:
     """Ingest every complete chunk under root that is not loaded yet; returns rows added per table."""
     loaded = set(wh.query("SELECT path FROM loaded_shards").column("path").to_pylist())
     added: dict[str, int] = {}
@@ -50,6 +61,10 @@ def load_shards(wh: Warehouse, root: Path, order: tuple[str, ...] = ("candidates
         if str(folder) in loaded:
             continue
         with wh.transaction():
+            unknown = {f.stem for f in folder.glob("*.parquet")} - set(order)
+            if unknown:
+                raise ValueError(f"shard {folder} holds tables {sorted(unknown)} that load-shards does not know; "
+                                 "was it written by a newer ttscale? nothing of it was loaded")
             for table in order:
                 file = folder / f"{table}.parquet"
                 if file.exists():
