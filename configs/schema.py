@@ -312,6 +312,16 @@ class WorkerConfig(Frozen):
         "folders under <workdir>/shards for `ttscale load-shards` instead of opening the warehouse")
     shard_index: int = Field(default=0, ge=0, description="this worker takes the problems with index % count == this")
     shard_count: int = Field(default=1, ge=1, description="how many workers split the problems")
+    task_runner: Literal["threads", "ray"] = Field(
+        default="threads", description="where `ttscale fan-out` runs its shard workers: threads of this machine, "
+        "or the nodes of a Ray cluster (needs the `ray` extra: prefect-ray)")
+    ray_address: str | None = Field(
+        default=None, description="Ray cluster to join (ray://head:10001, or auto); none: start a local Ray instance")
+    gpus_per_shard: float = Field(default=0, ge=0, description="GPUs each shard worker asks Ray for (0: none)")
+    result_storage: str | None = Field(
+        default=None, description="where fan-out persists each shard's result so a re-run on any machine skips "
+        "finished shards: a shared folder (/mnt/shared/prefect-results) or a Prefect storage block "
+        "(s3-bucket/ttscale-results); none: not persisted")
 
     @model_validator(mode="after")
     def _shard_in_range(self) -> "WorkerConfig":

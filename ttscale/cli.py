@@ -40,6 +40,7 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
     from flows.allocate import allocate
     from flows.difficulty import difficulty
     from flows.exchange import exchange
+    from flows.fan_out import fan_out
     from flows.label_steps import label_steps
     from flows.load_shards import load_shards
     from flows.pipeline import pipeline
@@ -60,17 +61,17 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
             "load-shards": load_shards, "revision-data": revision_data, "train-reviser": train_reviser,
             "train-orm": train_orm, "revise": revise, "difficulty": difficulty, "allocate": allocate,
             "train-large": train_large, "exchange": exchange, "report": report,
-            "solve": solve}
+            "solve": solve, "fan-out": fan_out}
 
 
-def _run_flow(flow_name: str, preset: str, workdir: Path) -> None:
+def _run_flow(flow_name: str, preset: str, workdir: Path, **params: str) -> None:
     config = _config(preset)
     quiet_services()
     from warehouse.store import WarehouseBusy
 
     flows = _flows()
     try:
-        result = flows[flow_name](config=config, workdir=str(workdir))
+        result = flows[flow_name](config=config, workdir=str(workdir), **params)
     except (FileNotFoundError, ValueError, ImportError, WarehouseBusy) as err:
         typer.secho(f"{flow_name} failed: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
@@ -128,6 +129,26 @@ def _stage_command(flow_name: str):
 
 for _name, (_flow, _help) in STAGES.items():
     app.command(_name, help=_help)(_stage_command(_flow))
+
+
+@app.command("fan-out")
+def fan_out(
+    stage: Annotated[str, typer.Argument(help="sample-bank, label-steps or search")],
+    preset: Preset = "tiny",
+    workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+) -> None:
+    """Split a generator-heavy stage over workers.shard_count shard workers, then load their shards.
+
+    The workers run on threads here, or on a Ray cluster with workers.task_runner: ray
+    (and workers.ray_address, workers.gpus_per_shard); each writes Parquet shards, never the
+    warehouse. This process then loads them and writes the stage's report. With
+    workers.result_storage on a shared folder, a re-run skips shards that finished anywhere.
+    """
+    if stage not in ("sample-bank", "label-steps", "search"):
+        typer.secho(f"fan-out: unknown stage {stage!r}; choose sample-bank, label-steps or search",
+                    fg=typer.colors.RED, err=True)
+        raise typer.Exit(2)
+    _run_flow("fan-out", preset, workdir, stage=stage)
 
 
 @app.command()
