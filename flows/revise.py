@@ -121,7 +121,7 @@ def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
                 run_chains(generator, problems, lengths, cfg.window, spec, chain_set_id, run_id, wh, STAGE)
             by_id = {p.problem_id: p for p in problems}
             for verifier, (path, sep, steps_of) in scorer_dirs.items():
-                scorer = PRM(path, config.scoring.batch_size, sep, config.scoring.threads)
+                scorer = PRM.for_scoring(path, config.scoring.model_copy(update={"step_separator": sep}))
                 score_attempts(wh, chain_set_id, verifier, scorer, scorers[verifier], by_id, steps_of)
             chains = chains_by_problem(wh, chain_set_id, scorers)
             rows = sweep({p.problem_id: chains[p.problem_id] for p in problems}, cfg.budget, cfg.chain_sets, rules,

@@ -130,7 +130,7 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
         with stage_run(wh, wd, STAGE, run_id, config, {"scoring": cfg.model_dump(), "prm_dir": str(prm_dir)},
                        {"bank_id": bank, "scorer_id": scorer_id}) as ml_id:
             if todo:
-                scorer = PRM(prm_dir, cfg.batch_size, cfg.step_separator, cfg.threads)
+                scorer = PRM.for_scoring(prm_dir, cfg)
                 by_problem: dict[str, list[dict]] = defaultdict(list)
                 for r in todo:
                     by_problem[r["problem_id"]].append(r)

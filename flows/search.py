@@ -87,7 +87,7 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
         with stage_run(wh, wd, STAGE, run_id, config, {"search": config.search.model_dump(), "scorer_id": scorer_id},
                        {"scorer_id": scorer_id}) as ml_id:
             if todo:
-                scorer = PRM(prm_dir, config.scoring.batch_size, config.scoring.step_separator, config.scoring.threads)
+                scorer = PRM.for_scoring(prm_dir, config.scoring)
                 with open_generator(config.generator, model_dir) as generator:
                     for params in tqdm(todo, desc=STAGE, unit="run"):
                         nodes, selections = run_search(params, problems, generator, scorer, run_id, scorer_id)
@@ -116,7 +116,7 @@ def _search_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, prm_
     get_run_logger().info("worker %d/%d of search %s: %d of %d runs to do on %d problems into %s",
                           workers.shard_index, workers.shard_count, context, len(todo), len(chunks), len(mine), root)
     if todo:
-        scorer = PRM(prm_dir, config.scoring.batch_size, config.scoring.step_separator, config.scoring.threads)
+        scorer = PRM.for_scoring(prm_dir, config.scoring)
         with open_generator(config.generator, model_dir) as generator:
             for cid, params in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="run"):
                 nodes, selections = run_search(params, mine, generator, scorer, run_id, scorer_id)

@@ -65,7 +65,7 @@ def solve(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORK
         with stage_run(wh, wd, STAGE, run_id, config, {"solve": cfg.model_dump(), "allocation": allocation},
                        {"scorer_id": scorer_id}) as ml_id:
             if todo:
-                scorer = PRM(prm_dir, config.scoring.batch_size, config.scoring.step_separator, config.scoring.threads)
+                scorer = PRM.for_scoring(prm_dir, config.scoring)
                 estimate = SamplingSpec(n=config.difficulty.samples, temperature=config.bank.temperature,
                                         max_tokens=config.bank.max_tokens, seed=cfg.seed)
                 with open_generator(config.generator, model_dir) as generator:

@@ -16,6 +16,7 @@ positions, in three modes: `head` (frozen base, only the scalar head learns), `l
 from __future__ import annotations
 
 import copy
+from collections import OrderedDict
 import json
 import math
 import random
@@ -29,7 +30,7 @@ from tqdm.auto import tqdm
 from transformers import (AutoConfig, AutoModelForTokenClassification, AutoTokenizer, DynamicCache,
                           PreTrainedTokenizerBase)
 
-from configs.schema import PRMConfig
+from configs.schema import PRMConfig, ScoreConfig
 from tasks import arith
 
 PRM_CARD = "prm.json"  # how steps are presented to this PRM, written next to its weights
@@ -125,7 +126,7 @@ class PRM:
     """A token-classification PRM loaded from a folder; scores step prefixes in batches."""
 
     def __init__(self, model_dir: Path, batch_size: int = 64, step_separator: str | None = None,
-                 threads: int = 2, device: str | None = None) -> None:
+                 threads: int = 2, device: str | None = None, prefix_cache_mb: int = 512) -> None:
         self.model_dir = model_dir = Path(model_dir)
         if not model_dir.is_dir():
             raise FileNotFoundError(f"PRM not found: {model_dir}")
@@ -142,6 +143,20 @@ class PRM:
         self.max_len = int(getattr(self.model.config, "max_position_embeddings", 0)) or None
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+        # search's group prefixes as KV, kept from one score_extensions call (round) to the next
+        self._prefixes: OrderedDict[tuple[str, tuple[str, ...]], list[tuple[torch.Tensor, torch.Tensor]]] = \
+            OrderedDict()
+        self._cached_tokens = 0
+        cfg = self.model.config
+        head_dim = getattr(cfg, "head_dim", None) or cfg.hidden_size // cfg.num_attention_heads
+        kv_heads = getattr(cfg, "num_key_value_heads", None) or cfg.num_attention_heads
+        token_bytes = 2 * cfg.num_hidden_layers * kv_heads * head_dim * next(self.model.parameters()).element_size()
+        self.prefix_cache_tokens = prefix_cache_mb * 2**20 // token_bytes
+
+    @classmethod
+    def for_scoring(cls, model_dir: Path, cfg: ScoreConfig) -> "PRM":
+        """The PRM as the scoring section configures it."""
+        return cls(model_dir, cfg.batch_size, cfg.step_separator, cfg.threads, prefix_cache_mb=cfg.prefix_cache_mb)
 
     def encode(self, prompt: str, steps: Sequence[str]) -> Encoded:
         return encode(self.tokenizer, prompt, steps, self.separator)
@@ -185,26 +200,25 @@ class PRM:
 
         A group is (prompt, shared steps, candidate next steps). Search expands each kept
         beam by M children; scoring each child's whole path would read the shared prefix M
-        times. Here the prefixes of a batch of groups run once (left-padded) into a KV
-        cache, which is then repeated per child, and only the children's new tokens run on
-        top. Returns (score of the new step, tokens that score has read) per child.
+        times, and a search of R rounds would read every prefix again each round. Here
+        each group's prefix becomes a KV cache, repeated per child, and only the
+        children's new tokens run on top. The prefix itself comes from an earlier call's
+        cache when its parent group is there (search calls once per round, so the parent
+        is last round's group), and then only the chosen step and the delimiter run;
+        `prefix_cache_mb` bounds what is kept between calls. Returns (score of the
+        new step, tokens that score has read) per child.
         """
         out: list[list[tuple[float, int]]] = [[] for _ in groups]
-        backbone = self.model.base_model
+        # Each parent prefix serves one round (its kept children are the next round's parents),
+        # so it leaves the cache as soon as this call has taken it.
+        parents = {}
+        for prompt, shared, _ in groups:
+            key = (prompt, tuple(shared[:-1]))
+            if shared and key in self._prefixes:
+                parents[key] = self._prefixes.pop(key)
         for start in range(0, len(groups), self.batch_size):
             batch = list(range(start, min(start + self.batch_size, len(groups))))
-            prefixes = [self.tokenizer(groups[g][0] + "".join(st + arith.STEP_DELIMITER for st in groups[g][1]))
-                        ["input_ids"] for g in batch]
-            width = max(len(x) for x in prefixes)
-            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(batch), width), dtype=torch.long)
-            for row, x in enumerate(prefixes):  # left padding: every prefix ends at the same column
-                ids[row, width - len(x):] = torch.tensor(x)
-                mask[row, width - len(x):] = 1
-            cache = DynamicCache(config=self.model.config)
-            backbone(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
-                     position_ids=(mask.cumsum(-1) - 1).clamp(min=0).to(self.device), past_key_values=cache,
-                     use_cache=True)
+            cache, mask = self._prefix_cache(groups, batch, parents)
             owners, tails = [], []
             for row, g in enumerate(batch):
                 for child in groups[g][2]:
@@ -222,10 +236,10 @@ class PRM:
                 tail_mask[row, : len(t)] = 1
             prefix_len = mask.sum(-1)[owners]
             positions = prefix_len[:, None] + torch.arange(tail_width)[None, :]
-            hidden = backbone(input_ids=tail_ids.to(self.device),
-                              attention_mask=torch.cat([mask[owners], tail_mask], dim=1).to(self.device),
-                              position_ids=positions.to(self.device), past_key_values=cache,
-                              use_cache=True).last_hidden_state
+            hidden = self.model.base_model(input_ids=tail_ids.to(self.device),
+                                           attention_mask=torch.cat([mask[owners], tail_mask], dim=1).to(self.device),
+                                           position_ids=positions.to(self.device), past_key_values=cache,
+                                           use_cache=True).last_hidden_state
             last = torch.tensor([len(t) - 1 for t in tails], device=self.device)
             logits = self.model.score(hidden[torch.arange(len(tails), device=self.device), last]).float()
             probs = step_probabilities(logits).cpu().tolist()
@@ -235,6 +249,72 @@ class PRM:
                     out[g].append((probs[k], int(prefix_len[k]) + len(tails[k])))
                     k += 1
         return out
+
+    def _prefix_cache(self, groups: Sequence[tuple[str, Sequence[str], Sequence[str]]], batch: list[int],
+                      parents: dict[tuple[str, tuple[str, ...]], list[tuple[torch.Tensor, torch.Tensor]]]
+                      ) -> tuple[DynamicCache, torch.Tensor]:
+        """One KV cache row per group holding its whole prefix, and the (B, T) mask of its valid columns.
+
+        A group whose parent prefix is in `parents` starts from that KV and runs only its
+        last shared step plus the delimiter; any other runs its whole prefix text. Each
+        row is [pad][cached KV][pad][new tokens], so rows may have holes; the mask and
+        explicit positions make that exact. The finished rows join the cache for later
+        calls; the oldest entries leave when it would pass `prefix_cache_tokens`.
+        """
+        bases: list[list[tuple[torch.Tensor, torch.Tensor]] | None] = []
+        pending: list[list[int]] = []
+        sep = self.separator or ""  # read after every step, as `encode` writes whole paths
+        for g in batch:
+            prompt, shared, _ = groups[g]
+            parent = parents.get((prompt, tuple(shared[:-1]))) if shared else None
+            bases.append(parent)
+            if parent is None:
+                text = prompt + "".join(st + sep + arith.STEP_DELIMITER for st in shared)
+                pending.append(self.tokenizer(text)["input_ids"])
+            else:
+                pending.append(self.tokenizer(shared[-1] + sep + arith.STEP_DELIMITER,
+                                              add_special_tokens=False)["input_ids"])
+        base_len = torch.tensor([b[0][0].shape[-2] if b else 0 for b in bases])
+        cache = DynamicCache(config=self.model.config)
+        base_width = int(base_len.max())
+        base_mask = torch.zeros((len(batch), base_width), dtype=torch.long)
+        if base_width:
+            for row, n in enumerate(base_len.tolist()):
+                base_mask[row, base_width - n :] = 1
+            for layer in range(len(next(b for b in bases if b))):
+                template = next(b for b in bases if b)[layer][0]
+                keys = template.new_zeros((len(batch), template.shape[0], base_width, template.shape[-1]))
+                values = torch.zeros_like(keys)
+                for row, b in enumerate(bases):
+                    if b:
+                        keys[row, :, base_width - b[layer][0].shape[-2] :] = b[layer][0]
+                        values[row, :, base_width - b[layer][1].shape[-2] :] = b[layer][1]
+                cache.update(keys, values, layer)
+        width = max(len(x) for x in pending)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        new_mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, x in enumerate(pending):  # left padding: every prefix ends at the same column
+            ids[row, width - len(x) :] = torch.tensor(x)
+            new_mask[row, width - len(x) :] = 1
+        mask = torch.cat([base_mask, new_mask], dim=1)
+        positions = (base_len[:, None] + new_mask.cumsum(-1) - 1).clamp(min=0)
+        self.model.base_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                              position_ids=positions.to(self.device), past_key_values=cache, use_cache=True)
+        for row, g in enumerate(batch):
+            n = int(mask[row].sum())
+            if n > self.prefix_cache_tokens:
+                continue
+            while self._prefixes and self._cached_tokens + n > self.prefix_cache_tokens:  # oldest first
+                self._cached_tokens -= self._prefixes.popitem(last=False)[1][0][0].shape[-2]
+            valid = mask[row].nonzero().squeeze(-1).to(self.device)
+            prompt, shared, _ = groups[g]
+            key = (prompt, tuple(shared))
+            if key in self._prefixes:  # the same path twice (identical beams): keep one copy
+                self._cached_tokens -= self._prefixes.pop(key)[0][0].shape[-2]
+            self._prefixes[key] = [(layer.keys[row][:, valid].clone(), layer.values[row][:, valid].clone())
+                                   for layer in cache.layers]
+            self._cached_tokens += n
+        return cache, mask
 
 
 # --- training --------------------------------------------------------------------------

@@ -46,6 +46,8 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
         )
         if on_gpu:
             kwargs["gpu_memory_utilization"] = cfg["vllm_gpu_memory_utilization"]
+        else:
+            kwargs["block_size"] = cfg["vllm_cpu_block_size"]
         llm = LLM(**kwargs)
         tokenizer = llm.get_tokenizer()
         n_params = _count_params(llm)

@@ -114,6 +114,17 @@ def test_scoring_extensions_over_a_shared_prefix_equals_scoring_whole_paths(base
     assert [len(row) for row in ext] == [3] * len(groups)
     assert [score for score, _ in flat] == pytest.approx([s[-1] for s in whole[0]], abs=1e-5)
     assert [tokens for _, tokens in flat] == [t[-1] for t in whole[1]]
+    # A second call (search's next round) starts each group from its parent's cached prefix
+    # KV; the numbers do not change, with the cache or without room for it.
+    assert any((g[0], tuple(g[1][:-1])) in scorer._prefixes for g in groups if g[1])
+    def flat_scores(rows):
+        return [score for row in rows for score, _ in row]
+
+    assert flat_scores(scorer.score_extensions(groups)) == pytest.approx(flat_scores(ext), abs=1e-5)
+    scorer.prefix_cache_tokens, scorer._prefixes = 0, type(scorer._prefixes)()
+    scorer.score_extensions(groups)
+    assert not scorer._prefixes
+    assert flat_scores(scorer.score_extensions(groups)) == pytest.approx(flat_scores(ext), abs=1e-5)
 
 
 def _external_prm(path: Path) -> Path:
@@ -146,6 +157,12 @@ def test_external_token_classification_prm_through_the_same_seam(tmp_path: Path)
     assert scores[0] == pytest.approx(expected, abs=1e-5)
     with pytest.raises(ValueError, match="not a token"):
         PRM(path, step_separator="<missing>")
+    # search's extension scoring reads the separators in the shared prefix too (grouped-query KV cache)
+    s = sols[0]
+    groups = [(s.prompt, s.steps[:cut], [s.steps[cut]]) for cut in range(len(s.steps))]
+    for _ in range(2):  # the second call starts from the cached parents
+        ext = scorer.score_extensions(groups)
+        assert [row[0][0] for row in ext] == pytest.approx(scores[0], abs=1e-5)
 
 
 def test_labeling_counts_rollouts_and_grades_outcomes(base_model_dir: Path):
