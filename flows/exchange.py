@@ -63,7 +63,8 @@ def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
     bank, scorer_id = difficulty_ids(config, wd)
     spec = SamplingSpec(n=1, temperature=0.0, max_tokens=config.bank.max_tokens, seed=0)
     greedy_bank = bank_id(fingerprint(large_dir), spec)
-    problems = [p for p in load_problems(config.task) if p.split == "test"]
+    all_problems = load_problems(config.task)
+    problems = [p for p in all_problems if p.split == "test"]
     run_id = stable_hash(STAGE, bank, scorer_id, greedy_bank, cfg.model_dump())
     with Warehouse(wd.warehouse) as wh:
         if wh.is_finished(run_id):
@@ -73,7 +74,7 @@ def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
             "SELECT problem_id, bin FROM difficulty WHERE bank_id = ? AND kind = 'oracle'", [bank]).to_pylist()}
         if not bins:
             raise ValueError(f"no oracle difficulty bins for bank {bank}: run `ttscale difficulty` first")
-        wh.insert("problems", problems_table(load_problems(config.task)))
+        wh.insert("problems", problems_table(all_problems))
         with stage_run(wh, wd, STAGE, run_id, config, {"exchange": cfg.model_dump(), "large_params": large_params},
                        {"bank_id": bank, "greedy_bank_id": greedy_bank}) as ml_id:
             todo = pending(wh, greedy_bank, problems, 1, method=METHOD)

@@ -122,6 +122,13 @@ def step_loss(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, labe
     return torch.nn.functional.binary_cross_entropy_with_logits(picked, labels)
 
 
+def parameter_count(model_dir: Path) -> int:
+    """A PRM's parameter count (for FLOPs accounting) from its config alone, without reading its weights."""
+    with torch.device("meta"):
+        model = AutoModelForTokenClassification.from_config(AutoConfig.from_pretrained(model_dir))
+    return sum(p.numel() for p in model.parameters())
+
+
 class PRM:
     """A token-classification PRM loaded from a folder; scores step prefixes in batches."""
 

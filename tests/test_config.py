@@ -7,9 +7,19 @@ from configs.schema import PipelineConfig
 
 
 def test_bundled_presets_validate():
-    assert {"tiny", "smoke"} <= set(presets())
+    assert {"tiny", "smoke", "flops-matched", "gpu"} <= set(presets())
     for name in presets():
         assert isinstance(load_config(name), PipelineConfig)
+
+
+def test_search_presets_cover_several_widths_and_depths_and_the_gpu_one_reaches_256():
+    from flows.search import plan
+
+    for name, top in (("tiny", 8), ("gpu", 256)):
+        runs = plan(load_config(name).search, "context")
+        assert max(r.budget for r in runs) == top
+        assert len({r.width for r in runs if r.strategy == "beam"}) >= 2
+        assert {r.depth for r in runs if r.strategy == "lookahead"} >= {1, 3}
 
 
 def test_typo_names_key_and_file(tmp_path: Path):
