@@ -56,3 +56,11 @@ def load_config(name_or_path: str = DEFAULT_PRESET) -> PipelineConfig:
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
     return parse_config(data, str(path))
+
+
+def overlay(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `changes` written over it, section by section (a deployment's overrides over a preset)."""
+    out = dict(base)
+    for key, value in changes.items():
+        out[key] = overlay(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out

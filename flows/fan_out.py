@@ -16,6 +16,7 @@ finished, without even loading a model.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from pathlib import Path
 from typing import Any, Literal
@@ -65,6 +66,15 @@ def task_runner(workers: WorkerConfig):  # -> a Prefect task runner
     return RayTaskRunner(address=workers.ray_address, init_kwargs=init)
 
 
+def shard_resources(workers: WorkerConfig) -> contextlib.AbstractContextManager:
+    """What each shard task asks Ray for (GPUs), so Ray places it on a node that has them."""
+    if workers.task_runner == "ray" and workers.gpus_per_shard:
+        from prefect_ray.context import remote_options
+
+        return remote_options(num_gpus=workers.gpus_per_shard)
+    return contextlib.nullcontext()
+
+
 def result_storage(spec: str) -> Path | str:
     """A path (absolute, ./ or ~/) is a local or mounted folder; anything else names a Prefect storage block."""
     return Path(spec).expanduser().resolve() if spec[:1] in "/.~" else spec
@@ -76,7 +86,6 @@ def fan_out(stage: Stage = "sample-bank", config: PipelineConfig = PipelineConfi
     """Run `stage` as `workers.shard_count` shard workers, load their shards, and write the report."""
     logger = get_run_logger()
     workers = config.workers
-    shard = run_shard
     if workers.result_storage:
         shard = run_shard.with_options(persist_result=True, result_storage=result_storage(workers.result_storage),
                                        cache_key_fn=shard_cache_key)
@@ -89,12 +98,7 @@ def fan_out(stage: Stage = "sample-bank", config: PipelineConfig = PipelineConfi
 
     @flow(name=f"fan-out-{stage}", task_runner=task_runner(workers))
     def fan() -> list[str]:
-        if workers.task_runner == "ray" and workers.gpus_per_shard:
-            from prefect_ray.context import remote_options
-
-            with remote_options(num_gpus=workers.gpus_per_shard):
-                futures = [shard.submit(stage, c, workdir) for c in configs]
-        else:
+        with shard_resources(workers):
             futures = [shard.submit(stage, c, workdir) for c in configs]
         return [f.result() for f in futures]
 

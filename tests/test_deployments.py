@@ -32,7 +32,16 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
     pools = subprocess.run([prefect, "work-pool", "ls"], env=env, capture_output=True, text=True).stdout
     if " cpu " not in pools:
         _cli([prefect, "work-pool", "create", "cpu", "--type", "process"], env)
-    _cli([sys.executable, "-m", "ttscale.cli", "deploy", "sample-bank-cpu"], env)
+    _cli([sys.executable, "-m", "ttscale.cli", "deploy", "sample-bank-cpu", "--preset", "smoke"], env)
+
+    async def deployed_config() -> dict:
+        async with get_client() as client:
+            return (await client.read_deployment_by_name("sample-bank/sample-bank-cpu")).parameters["config"]
+
+    import asyncio
+
+    # the form opens on the preset, every value filled in
+    assert asyncio.run(deployed_config()) == smoke_config.model_dump(mode="json")
 
     workdir = tmp_path / "deployed"
     shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
@@ -42,8 +51,6 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
     assert "Created flow run" in triggered.stdout
 
     _cli([prefect, "worker", "start", "--pool", "cpu", "--run-once"], env, timeout=600)
-
-    import asyncio
 
     async def states() -> list[str]:
         async with get_client() as client:

@@ -188,11 +188,18 @@ def presets() -> None:
 
 
 @app.command("show-config")
-def show_config(preset: Preset = "tiny") -> None:
+def show_config(
+    preset: Preset = "tiny",
+    as_json: Annotated[bool, typer.Option("--json", help="one line of JSON (for `prefect deployment run --params`)")]
+    = False,
+) -> None:
     """Print a preset with every default filled in (what a run will actually use)."""
+    import json
+
     import yaml
 
-    typer.echo(yaml.safe_dump(_config(preset).model_dump(mode="json"), sort_keys=False))
+    config = _config(preset).model_dump(mode="json")
+    typer.echo(json.dumps(config) if as_json else yaml.safe_dump(config, sort_keys=False))
 
 
 @app.command()
@@ -214,20 +221,38 @@ def serve(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) 
 @app.command()
 def deploy(
     names: Annotated[list[str] | None, typer.Argument(help="deployment names (default: all in the file)")] = None,
+    preset: Preset = "tiny",
 ) -> None:
     """Register the deployments of deployments/prefect.yaml with your Prefect server (`prefect deploy`).
 
-    Workers then run them from the repository named by $TTSCALE_REPO (default: this checkout).
+    Each deployment's `config` parameter is the preset (every value filled in) with the
+    deployment's own overrides from the YAML on top, so the UI's form opens on what
+    `ttscale run --preset` would run. Workers run them from the repository named by
+    $TTSCALE_REPO (default: this checkout).
     """
     import os
     import subprocess
+    import tempfile
+
+    import yaml
+
+    from configs import overlay
 
     repo = Path(__file__).resolve().parent.parent
+    defaults = _config(preset).model_dump(mode="json")
+    spec = yaml.safe_load((repo / "deployments" / "prefect.yaml").read_text())
+    for deployment in spec["deployments"]:
+        params = deployment.setdefault("parameters", {}) or {}
+        params["config"] = overlay(defaults, params.get("config") or {})
+        deployment["parameters"] = params
     prefect = Path(sys.executable).with_name("prefect")
     selection = [arg for name in names for arg in ("--name", name)] if names else ["--all"]
     env = {**os.environ, "TTSCALE_REPO": os.environ.get("TTSCALE_REPO", str(repo))}
-    done = subprocess.run([str(prefect), "--no-prompt", "deploy", "--prefect-file", "deployments/prefect.yaml",
-                           *selection], cwd=repo, env=env)
+    with tempfile.TemporaryDirectory() as tmp:
+        resolved = Path(tmp) / "prefect.yaml"
+        resolved.write_text(yaml.safe_dump(spec, sort_keys=False))
+        done = subprocess.run([str(prefect), "--no-prompt", "deploy", "--prefect-file", str(resolved), *selection],
+                              cwd=repo, env=env)
     raise typer.Exit(done.returncode)
 
 
