@@ -63,10 +63,13 @@ def allocation_finding(results: Sequence[dict], statements: Sequence[str]) -> Fi
     claim = "Compute-optimal scaling matches best-of-N with up to 4x less generation budget"
     if not results:
         return Finding(5, claim, NOT_MEASURED, ())
-    best = max(r["ratio"] for r in results if r["censored"] != "<=") if any(
-        r["censored"] != "<=" for r in results) else 0.0
-    return Finding(5, claim, REPRODUCED if best >= 2.0 else NOT_REPRODUCED,
-                   tuple(s for s in statements if s.startswith("Compute-optimal")))
+    evidence = tuple(s for s in statements if s.startswith("Compute-optimal"))
+    gains = [r for r in results if r["censored"] != "<=" and r["ratio"] >= 2.0]
+    if not gains:
+        return Finding(5, claim, NOT_REPRODUCED, evidence)
+    # a 2x gain whose interval still holds best-of-N's accuracy at that budget is not a measured gain
+    clear = [r for r in gains if r["optimal_lo"] > r["baseline_accuracy"]]
+    return Finding(5, claim, REPRODUCED if clear else REPRODUCED + ", every comparison within noise", evidence)
 
 
 def exchange_finding(rows: Sequence[dict]) -> Finding:
