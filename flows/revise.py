@@ -71,17 +71,21 @@ def verifiers(config: PipelineConfig, wd: Workdir) -> dict[str, tuple[Path, str 
     return out
 
 
-def sweep_ids(config: PipelineConfig, wd: Workdir, scorer_dirs: dict | None = None
-              ) -> tuple[str, str, dict[str, str], list[str]]:
-    """(chain set id, sweep run id, verifier -> scorer id, rules): what identifies this config's sweep."""
+def sweep_ids(config: PipelineConfig, wd: Workdir, scorer_dirs: dict | None = None,
+              problems: Sequence[Problem] | None = None) -> tuple[str, str, dict[str, str], list[str]]:
+    """(chain set id, sweep run id, verifier -> scorer id, rules): what identifies this config's sweep.
+
+    Other stages (allocate, report) call it with the config alone to find the sweep's rows."""
     cfg = config.revisions.chains
     lengths = staircase(cfg.budget) * cfg.chain_sets
     chain_set_id = chain_set_key("sweep", reviser_dir(wd), lengths, cfg.window, chain_spec(config),
                                  config.generator.backend)
     scorers = {v: scorer_key(path, sep) for v, (path, sep, _) in (scorer_dirs or verifiers(config, wd)).items()}
     rules = [r for r in RULES if r.split("_")[0] in ("oracle", "majority", *scorers)]
-    problems = [p.problem_id for p in load_problems(config.task) if p.split == "test"][: cfg.problems]
-    return chain_set_id, stable_hash(STAGE, chain_set_id, problems, scorers, rules, cfg.seed), scorers, rules
+    if problems is None:
+        problems = [p for p in load_problems(config.task) if p.split == "test"][: cfg.problems]
+    ids = [p.problem_id for p in problems]
+    return chain_set_id, stable_hash(STAGE, chain_set_id, ids, scorers, rules, cfg.seed), scorers, rules
 
 
 def chains_by_problem(wh: Warehouse, chain_set_id: str, scorers: dict[str, str]) -> dict[str, dict[int, list[ChainAttempt]]]:
@@ -109,7 +113,7 @@ def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
     all_problems = load_problems(config.task)
     problems = [p for p in all_problems if p.split == "test"][: cfg.problems]
     scorer_dirs = verifiers(config, wd)
-    chain_set_id, run_id, scorers, rules = sweep_ids(config, wd, scorer_dirs)
+    chain_set_id, run_id, scorers, rules = sweep_ids(config, wd, scorer_dirs, problems)
     with Warehouse(wd.warehouse) as wh:
         wh.insert("problems", problems_table(all_problems))
         if wh.is_finished(run_id):

@@ -1,7 +1,10 @@
+import json
 from pathlib import Path
 
 from typer.testing import CliRunner
 
+from configs import load_config
+from configs.schema import PipelineConfig
 from ttscale.cli import app
 
 runner = CliRunner()
@@ -12,7 +15,7 @@ def test_help_lists_commands():
     assert result.exit_code == 0
     for command in ("run", "train-base", "sample-bank", "label-steps", "train-prm", "score-bank", "query", "presets",
                     "show-config", "revision-data", "train-reviser", "train-orm", "revise", "difficulty", "allocate",
-                    "train-large", "exchange", "report", "solve"):
+                    "train-large", "exchange", "report", "solve", "fan-out", "load-shards", "deploy", "serve"):
         assert command in result.output
 
 
@@ -28,6 +31,14 @@ def test_config_typo_exits_2_with_key_and_file(tmp_path: Path):
 def test_show_config_fills_defaults():
     result = runner.invoke(app, ["show-config", "--preset", "smoke"])
     assert result.exit_code == 0 and "problems_per_chunk: 4" in result.output
+    as_json = runner.invoke(app, ["show-config", "--preset", "smoke", "--json"])
+    assert as_json.exit_code == 0
+    assert PipelineConfig.model_validate(json.loads(as_json.output)) == load_config("smoke")
+
+
+def test_fan_out_names_the_stages_it_can_split(tmp_path: Path):
+    result = runner.invoke(app, ["fan-out", "train-prm", "--workdir", str(tmp_path)])
+    assert result.exit_code == 2 and "sample-bank, label-steps or search" in result.output
 
 
 def test_query_without_warehouse_is_clear(tmp_path: Path):
