@@ -20,9 +20,10 @@ from tasks.metrics import ProblemSamples, answer_prior, bank_curves  # noqa: E40
 from warehouse.store import Warehouse  # noqa: E402
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
-    """Every report plot is saved the same way: tight, 110 dpi PNG, figure closed."""
+    """Every report plot is saved the same way: tight (unless it has its own layout), 110 dpi PNG, closed."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    if fig.get_layout_engine() is None:
+        fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path

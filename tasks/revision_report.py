@@ -154,7 +154,9 @@ def plot_heatmaps(found: RevisionFindings, path: Path) -> Path:
     """Accuracy over (N, L) for the report's rule: one panel for all levels, one per level."""
     ns = powers_of_two(found.budget)
     panels = [0] + found.levels
-    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 0.6, 2.8), squeeze=False)
+    # constrained layout: one colorbar spans every panel, which tight_layout cannot place
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.6 * len(panels) + 0.6, 2.8), squeeze=False,
+                             layout="constrained")
     for ax, level in zip(axes[0], panels):
         grid = np.full((len(ns), len(ns)), np.nan)
         for i, length in enumerate(ns):
