@@ -20,14 +20,13 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from configs.schema import LabelConfig, PipelineConfig
-from flows.stage import stage_run
+from flows.stage import problems_to_shards, stage_run
 from models.generator import Generator, SamplingSpec, open_generator
 from tasks.labeling import METHOD, label_chunk
 from tasks.problems import Problem, load_problems
-from tasks.sampling import pending, problem_chunks, problems_table, stable_hash
+from tasks.sampling import pending, problems_table, stable_hash
 from tasks.tracking import log_metrics
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.shards import pending_chunks, write_chunk
 from warehouse.store import Warehouse
 
 STAGE = "label-steps"
@@ -110,17 +109,10 @@ def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAUL
 def _label_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, problems: list[Problem],
                      spec: SamplingSpec, bank: str, run_id: str) -> str:
     """Label this worker's share of the problems into Parquet chunk folders; skip chunks already written."""
-    workers = config.workers
-    root = wd.shards / STAGE / bank
-    chunks = problem_chunks(problems, workers, config.labels.problems_per_chunk, bank)
-    todo = pending_chunks(root, chunks)
-    get_run_logger().info("worker %d/%d of labels %s: %d of %d chunks to label into %s", workers.shard_index,
-                          workers.shard_count, bank, len(todo), len(chunks), root)
-    if todo:
-        with open_generator(config.generator, model_dir) as generator:
-            for cid, chunk in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="chunk"):
-                cands, steps, labels = label_and_grade(generator, chunk, spec, config.labels.rollouts, bank, run_id,
-                                                       config.generator.model)
-                write_chunk(root, cid, {"problems": problems_table(chunk), "candidates": cands, "steps": steps,
-                                        "step_labels": labels})
+    def produce(generator: Generator, chunk: list[Problem]) -> dict:
+        cands, steps, labels = label_and_grade(generator, chunk, spec, config.labels.rollouts, bank, run_id,
+                                               config.generator.model)
+        return {"candidates": cands, "steps": steps, "step_labels": labels}
+
+    problems_to_shards(STAGE, bank, wd, config, model_dir, problems, config.labels.problems_per_chunk, produce)
     return bank

@@ -17,14 +17,13 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from configs.schema import BankConfig, PipelineConfig
-from flows.stage import stage_run
+from flows.stage import problems_to_shards, stage_run
 from models.generator import Generator, SamplingSpec, open_generator
 from tasks.problems import Problem, load_problems
 from tasks.report import build_bank_report, plot_bank
-from tasks.sampling import bank_id, pending, problem_chunks, problems_table, sample_chunk, stable_hash
+from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
 from tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.shards import pending_chunks, write_chunk
 from warehouse.store import Warehouse
 
 STAGE = "sample-bank"
@@ -92,15 +91,9 @@ def _sample_pending(wh: Warehouse, config: PipelineConfig, model_dir: Path, todo
 def _sample_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, split: list[Problem],
                       spec: SamplingSpec, bank: str, run_id: str) -> str:
     """Sample this worker's share of the problems into Parquet chunk folders; skip chunks already written."""
-    workers = config.workers
-    root = wd.shards / STAGE / bank
-    chunks = problem_chunks(split, workers, config.bank.problems_per_chunk, bank)
-    todo = pending_chunks(root, chunks)
-    get_run_logger().info("worker %d/%d of bank %s: %d of %d chunks to sample into %s", workers.shard_index,
-                          workers.shard_count, bank, len(todo), len(chunks), root)
-    if todo:
-        with open_generator(config.generator, model_dir) as generator:
-            for cid, chunk in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="chunk"):
-                candidates, steps = sample_and_grade(generator, chunk, spec, bank, run_id, config.generator.model)
-                write_chunk(root, cid, {"problems": problems_table(chunk), "candidates": candidates, "steps": steps})
+    def produce(generator: Generator, chunk: list[Problem]) -> dict:
+        candidates, steps = sample_and_grade(generator, chunk, spec, bank, run_id, config.generator.model)
+        return {"candidates": candidates, "steps": steps}
+
+    problems_to_shards(STAGE, bank, wd, config, model_dir, split, config.bank.problems_per_chunk, produce)
     return bank

@@ -1,4 +1,5 @@
-"""What every stage flow does around its work: one MLflow run and one `runs` row per stage run.
+"""What every stage flow does around its work: one MLflow run and one `runs` row per stage run
+(or, on a worker of another machine, Parquet shards instead of the warehouse).
 
 A stage run is keyed by a hash of its inputs (`run_id`). Opening it resumes the MLflow
 run a killed attempt left behind, records the config, and marks the warehouse row
@@ -9,14 +10,22 @@ can tell a re-run that there is nothing left to do.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
 from typing import Any
 
+import pyarrow as pa
+from prefect import get_run_logger
 from prefect.runtime import flow_run
+from tqdm.auto import tqdm
 
 from configs.schema import PipelineConfig
+from models.generator import Generator, open_generator
+from tasks.problems import Problem
+from tasks.sampling import problem_chunks, problems_table
 from tasks.tracking import log_config
 from ttscale.workdir import Workdir, mlflow_run
+from warehouse.shards import pending_chunks, write_chunk
 from warehouse.store import Warehouse
 
 
@@ -35,3 +44,24 @@ def stage_run(wh: Warehouse, wd: Workdir, stage: str, run_id: str, config: Pipel
             wh.finish_run(run_id, "failed")
             raise
         wh.finish_run(run_id)
+
+
+def problems_to_shards(stage: str, group: str, wd: Workdir, config: PipelineConfig, model_dir: Path,
+                       problems: list[Problem], size: int,
+                       produce: Callable[[Generator, list[Problem]], Mapping[str, pa.Table]]) -> None:
+    """A worker's side of a per-problem stage: its share of the problems, chunk by chunk, as Parquet.
+
+    Chunks already written (by an earlier, perhaps killed, run of this worker) are skipped;
+    each new one is `produce(generator, chunk)`'s tables plus the chunk's problems, written
+    atomically under `<workdir>/shards/<stage>/<group>/`. The warehouse is never opened.
+    """
+    workers = config.workers
+    root = wd.shards / stage / group
+    chunks = problem_chunks(problems, workers, size, group)
+    todo = pending_chunks(root, chunks)
+    get_run_logger().info("worker %d/%d of %s %s: %d of %d chunks to do into %s", workers.shard_index,
+                          workers.shard_count, stage, group, len(todo), len(chunks), root)
+    if todo:
+        with open_generator(config.generator, model_dir) as generator:
+            for cid, chunk in tqdm(todo, desc=f"{stage} shard {workers.shard_index}", unit="chunk"):
+                write_chunk(root, cid, {"problems": problems_table(chunk), **produce(generator, chunk)})

@@ -16,10 +16,10 @@ positions, in three modes: `head` (frozen base, only the scalar head learns), `l
 from __future__ import annotations
 
 import copy
-from collections import OrderedDict
 import json
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -288,8 +288,9 @@ class PRM:
         if base_width:
             for row, n in enumerate(base_len.tolist()):
                 base_mask[row, base_width - n :] = 1
-            for layer in range(len(next(b for b in bases if b))):
-                template = next(b for b in bases if b)[layer][0]
+            first = next(b for b in bases if b)  # shapes per layer: (kv heads, tokens, head dim)
+            for layer in range(len(first)):
+                template = first[layer][0]
                 keys = template.new_zeros((len(batch), template.shape[0], base_width, template.shape[-1]))
                 values = torch.zeros_like(keys)
                 for row, b in enumerate(bases):

@@ -144,8 +144,11 @@ def fan_out(
     warehouse. This process then loads them and writes the stage's report. With
     workers.result_storage on a shared folder, a re-run skips shards that finished anywhere.
     """
-    if stage not in ("sample-bank", "label-steps", "search"):
-        typer.secho(f"fan-out: unknown stage {stage!r}; choose sample-bank, label-steps or search",
+    from flows.fan_out import SHARDED_STAGES
+
+    if stage not in SHARDED_STAGES:
+        *others, last = SHARDED_STAGES
+        typer.secho(f"fan-out: unknown stage {stage!r}; choose {', '.join(others)} or {last}",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
     _run_flow("fan-out", preset, workdir, stage=stage)

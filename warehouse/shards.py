@@ -2,8 +2,9 @@
 
 DuckDB allows one read-write process per file, so a worker never opens the warehouse.
 It writes each finished chunk as a folder of Parquet files, one per table, under
-`<workdir>/shards/<stage>/<group>/` (a group is a bank, a label bank or a search context), first as `<chunk>.tmp` and then renamed: a rename is atomic,
-so a reader sees a whole chunk or none, and a killed worker leaves only a `.tmp` folder
+`<workdir>/shards/<stage>/<group>/` (a group is a bank, a label bank or a search
+context), first as `<chunk>.tmp` and then renamed: a rename is atomic, so a reader sees
+a whole chunk or none, and a killed worker leaves only a `.tmp` folder
 that its re-run overwrites. `load_shards` (one process) ingests every chunk not loaded
 yet, each in one transaction, and records it in `loaded_shards`, so loading twice adds
 nothing. The workdir may be a shared mount (NFS); readers can also query the shards
@@ -15,9 +16,9 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Mapping, Sequence
-from typing import TypeVar
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
