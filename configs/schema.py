@@ -41,7 +41,8 @@ class TaskConfig(Frozen):
     kind: Literal["arith", "jsonl"] = "arith"
     seed: int = 0
     n_test: int = Field(default=200, ge=1, description="held-out problems (the bank is sampled on these)")
-    n_train: int = Field(default=200, ge=0, description="train-split problems kept in the warehouse")
+    n_train: int = Field(default=300, ge=0, description="train-split problems kept in the warehouse (labels and the "
+                         "reviser take the first ones, the ORM the next ones the reviser never saw)")
     levels: list[LevelSpec] = Field(
         default_factory=lambda: [
             LevelSpec(op="digitwise", min_steps=2, max_steps=4, min_key=10, max_key=99),
@@ -70,7 +71,8 @@ class BaseModelConfig(Frozen):
     n_heads: int = Field(default=4, ge=1)
     max_seq_len: int = Field(default=384, ge=32)
     max_updates: int = Field(default=2300, ge=1, description="training budget in optimizer updates")
-    train_seconds: float = Field(default=290.0, gt=0, description="wall-clock cap on training")
+    train_seconds: float = Field(default=1800.0, gt=0, description="wall-clock safety cap on training: a model "
+                                 "stopped by it differs from a full run, and the findings report says so")
     # Small batches: at a fixed wall-clock budget, 2 rows of 384 tokens per update gave
     # the same tokens/s as 8 rows and 4x the updates (loss 0.61 vs 0.93 after 90 s);
     # with them, lr 1e-3 left the copy-learning plateau sooner than 3e-3 (0.49 at 133 s).
@@ -143,7 +145,8 @@ class ScoreConfig(Frozen):
     """Which step scorer scores the bank, and how step scores become candidate scores."""
 
     prm: str = Field(default="trained", description="'trained' (this workdir's PRM), 'models:/NAME/VERSION' "
-                     "(MLflow registry), or a local path to a token-classification PRM")
+                     "(MLflow registry), a local path to a token-classification PRM, or 'random' (uniform scores "
+                     "that know nothing: the null floor under which no finding may come out reproduced)")
     batch_size: int = Field(default=16, ge=1, description="solutions per scoring forward pass (16 was fastest "
                             "for the tiny PRM on 2 CPU cores: 42k tokens/s vs 35k at 256)")
     step_separator: str | None = Field(
@@ -285,6 +288,8 @@ class ExchangeConfig(Frozen):
     ratios: list[float] = Field(default_factory=lambda: [0.16, 0.79, 22.0],
                                 description="R = D_inference / D_pretrain: expected inference load vs pretraining")
     resamples: int = Field(default=200, ge=1, description="N-subsets drawn per problem for best-of-N accuracy")
+    bin_samples: int | None = Field(default=None, ge=1, description="bank samples per problem that set its "
+                                    "difficulty bin; the rest are scored (default: half the bank)")
     seed: int = 0
 
 
@@ -367,3 +372,15 @@ class PipelineConfig(Frozen):
     solve: SolveConfig = SolveConfig()
     report: ReportConfig = ReportConfig()
     workers: WorkerConfig = WorkerConfig()
+
+    @model_validator(mode="after")
+    def _orm_sees_unseen_problems(self) -> "PipelineConfig":
+        """The ORM is trained on the reviser's attempts at train problems the reviser was never fine-tuned
+        on (the ones after revisions.data.problems), so its selection in the sweep is what its AUC says."""
+        need = self.revisions.data.problems + self.revisions.orm.problems
+        if self.task.kind == "arith" and self.task.n_train < need:
+            raise ValueError(f"task.n_train={self.task.n_train} is too few: the reviser's data takes "
+                             f"revisions.data.problems={self.revisions.data.problems} train problems and the ORM "
+                             f"another revisions.orm.problems={self.revisions.orm.problems} it never saw "
+                             f"(needs {need})")
+        return self

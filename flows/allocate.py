@@ -3,8 +3,10 @@
 The story: read each problem's outcome under every stored strategy and budget (search
 runs and the revision sweep); for oracle and predicted bins, choose the best strategy
 per (bin, budget) on one half of the problems and score it on the other (2-fold
-cross-validation over several splits); find the best-of-N budget that matches it (the
-efficiency ratio, with and without charging the difficulty estimate); let the global
+cross-validation over several splits), keeping each problem's held-out outcome per split
+(`allocation_outcomes`, what the findings report's paired comparisons read); find the
+best-of-N budget that matches it (the efficiency ratio, with and without charging the
+difficulty estimate, only where two or more strategies could be chosen); let the global
 allocator spend the same total compute across problems; store the policy fitted on all
 problems for serving (`Policy`), and publish the report.
 """
@@ -20,9 +22,12 @@ from configs.schema import PipelineConfig
 from flows.difficulty import difficulty_ids
 from flows.revise import sweep_ids
 from flows.stage import stage_run
-from tasks.allocation import Outcomes, cross_validate, efficiency, evaluate_allocator, fit_policy, shared_problems
+from tasks.allocation import (Outcomes, budget_ratio, choosable, cross_validate, efficiency, evaluate_allocator,
+                              fit_policy, shared_problems)
 from tasks.allocation_report import allocation_markdown, plot_allocation
 from tasks.difficulty import agreement
+from tasks.findings import allocation_comparisons
+from tasks.findings_report import comparison_lines
 from tasks.metrics import wilson
 from tasks.sampling import stable_hash
 from tasks.search_report import variant
@@ -31,6 +36,8 @@ from ttscale.workdir import DEFAULT_WORKDIR, Workdir
 from warehouse.store import Warehouse
 
 STAGE = "allocate"
+# bumped when what this stage stores changes, so a workdir from before recomputes instead of skipping
+METHOD = "held-out outcomes per problem and split, ratios only where a choice exists"
 
 
 def search_outcomes(wh: Warehouse, scorer_id: str) -> Outcomes:
@@ -83,7 +90,7 @@ def allocate(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
             if not any(key[0] == baseline for key in outcomes):
                 raise ValueError(f"allocation: baseline {baseline!r} is not among the {name} strategies "
                                  f"({sorted({k[0] for k in outcomes})})")
-        run_id = stable_hash(STAGE, bank, scorer_id, cfg.model_dump(),
+        run_id = stable_hash(STAGE, METHOD, bank, scorer_id, cfg.model_dump(),
                              {n: sorted((k, len(v)) for k, v in o.items()) for n, (o, _) in sources.items()})
         if wh.is_finished(run_id):
             logger.info("allocation %s already computed", run_id)
@@ -95,16 +102,23 @@ def allocate(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
         charge = {kind: max(r["samples"] for r in bins_rows if r["kind"] == kind) for kind in ("oracle", "predicted")}
         with stage_run(wh, wd, STAGE, run_id, config, {"allocation": cfg.model_dump(), "sources": list(sources)},
                        {"bank_id": bank, "scorer_id": scorer_id}) as ml_id:
-            results, policy_rows = [], []
+            results, policy_rows, held_out_rows = [], [], []
             for name, (outcomes, baseline) in sources.items():
                 for kind in ("oracle", "predicted"):
                     cv = cross_validate(outcomes, bins[kind], baseline, cfg.splits, cfg.seed)
-                    allocator = evaluate_allocator(outcomes, bins[kind], baseline, cfg.splits, charge["predicted"],
-                                                   cfg.seed)
+                    # each kind of bin pays for its own estimate: the oracle reads the whole bank
+                    allocator = evaluate_allocator(outcomes, bins[kind], baseline, cfg.splits, charge[kind], cfg.seed)
                     plain = {e.budget: e for e in efficiency(cv.accuracy, cv.baseline)}
                     charged = {e.budget: e for e in efficiency(cv.accuracy, cv.baseline, charge[kind])}
+                    for (n, p), per_split in sorted(cv.held_out.items()):
+                        if (baseline, n) in outcomes:
+                            held_out_rows += [dict(run_id=run_id, source=name, bin_kind=kind, budget=n, split=i,
+                                                   problem_id=p, bin=bins[kind][p], optimal=v,
+                                                   baseline=outcomes[(baseline, n)][p], baseline_name=baseline,
+                                                   choosable=choosable(outcomes, n)) for i, v in enumerate(per_split)]
                     for n, e in plain.items():
-                        if n not in cv.baseline:
+                        # a ratio needs a choice: at N = 1 (or with one strategy) it measures noise only
+                        if n not in cv.baseline or choosable(outcomes, n) < 2:
                             continue
                         n_problems = len(shared_problems(outcomes, bins[kind]))
                         lo, hi = wilson(e.target, n_problems)
@@ -125,6 +139,7 @@ def allocate(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
             with wh.transaction():
                 wh.insert("allocation_results", pa.Table.from_pylist(results))
                 wh.insert("allocation_policy", pa.Table.from_pylist(policy_rows))
+                wh.insert("allocation_outcomes", pa.Table.from_pylist(held_out_rows))
             agree = agreement(values["oracle"], values["predicted"], config.difficulty.bins, config.difficulty.seed)
             costs = {kind: sum(r["flops"] for r in bins_rows if r["kind"] == kind) / max(1, len(bins[kind]))
                      for kind in ("oracle", "predicted")}
@@ -135,7 +150,9 @@ def allocate(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
             plot = plot_allocation(results, wd.reports / f"{STAGE}-{run_id}.png")
             publish_report(wd.reports, f"{STAGE}-{run_id}",
                            allocation_markdown(results, policy_rows, agree, costs,
-                                               f"Compute-optimal allocation ({config.name})"),
+                                               f"Compute-optimal allocation ({config.name})",
+                                               comparison_lines(allocation_comparisons(held_out_rows, budget_ratio,
+                                                                                       cfg.seed))),
                            plot, "allocation", "compute-optimal policy vs best-of-N, global allocator")
     logger.info("allocation %s: report at %s", run_id, wd.reports)
     return run_id

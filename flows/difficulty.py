@@ -15,7 +15,7 @@ from configs.schema import PipelineConfig
 from flows.sample_bank import sampling_spec
 from flows.score_bank import resolve_prm, scorer_key
 from flows.stage import stage_run
-from models.prm import parameter_count
+from models.scorers import scorer_parameters
 from tasks.difficulty import agreement, difficulty_table
 from tasks.sampling import bank_id, stable_hash
 from tasks.tracking import log_metrics
@@ -38,7 +38,7 @@ def difficulty(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
     wd = Workdir.at(workdir)
     cfg = config.difficulty
     bank, scorer_id = difficulty_ids(config, wd)
-    prm_params = parameter_count(resolve_prm(config.scoring.prm, wd))
+    prm_params = scorer_parameters(resolve_prm(config.scoring.prm, wd))
     run_id = stable_hash(STAGE, bank, scorer_id, cfg.model_dump())
     with Warehouse(wd.warehouse) as wh:
         if wh.is_finished(run_id):

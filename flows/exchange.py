@@ -1,10 +1,14 @@
 """Flow `exchange`: is test-time compute on the small model worth more than a ~14x larger model?
 
 The story: sample the larger embedded model (`train-large`, same data) once per test
-problem, greedily, and grade it; for each R = D_inference / D_pretrain, give the small
-model the number of samples that spends the same total FLOPs (tasks/exchange.py) and
-read its best-of-N weighted and majority accuracy from the bank, per oracle difficulty
-bin; store the table, state the winner per (R, bin), and publish a plot.
+problem, greedily, and grade it; bin the problems by pass@1 over half of each problem's
+bank samples and score the small model on the other half (so a bin cannot flatter what
+it is scored with); for each R = D_inference / D_pretrain, give the small model exactly
+the number of samples that spends the same total FLOPs (tasks/exchange.py), once for the
+generator alone and once charging the PRM's labeling, training and scoring; take the
+cross-validated better of best-of-N weighted and majority per bin; store every problem's
+outcome (`exchange_outcomes`) and the per-(R, bin) table with the winner by the paired
+interval, and publish a plot. The findings report compares them.
 """
 
 from __future__ import annotations
@@ -16,14 +20,15 @@ from tqdm.auto import tqdm
 
 from configs.schema import PipelineConfig
 from flows.difficulty import difficulty_ids
-from flows.sample_bank import sampling_spec
-from flows.score_bank import candidates_by_problem
+from flows.score_bank import candidates_by_problem, resolve_prm
 from flows.stage import stage_run
 from models.generator import SamplingSpec, open_generator
+from models.scorers import RANDOM, scorer_parameters
 from tasks.allocation import cross_validate
-from tasks.exchange import by_bin, exchange_rows, members, per_problem_accuracy
+from tasks.comparison import paired
+from tasks.difficulty import quantile_bins
+from tasks.exchange import matched_samples, members, per_problem_accuracy, split_bank, summary_row
 from tasks.exchange_report import exchange_markdown, plot_exchange
-from tasks.metrics import powers_of_two
 from tasks.problems import load_problems
 from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
 from tasks.tracking import log_metrics, publish_report
@@ -48,6 +53,16 @@ def trained_size(record: dict | None, name: str, wd: Workdir) -> tuple[float, fl
     return float(record["n_params"]), float(record["train_tokens"])
 
 
+def verifier_cost(wh: Warehouse, wd: Workdir, config: PipelineConfig) -> tuple[float, float]:
+    """(PRM parameters, the FLOPs its labels and training cost): what charging the verifier adds."""
+    prm_dir = resolve_prm(config.scoring.prm, wd)
+    record = {} if prm_dir == RANDOM else read_record(prm_dir) or {}
+    labels = wh.query("SELECT coalesce(sum(flops), 0) AS flops FROM labeling_cost WHERE label_bank_id = ?",
+                      [record.get("label_bank_id", "")]).to_pylist()[0]["flops"]
+    params = float(record.get("n_params") or scorer_parameters(prm_dir))
+    return params, float(labels) + float(record.get("train_flops", 0.0))
+
+
 @flow(name=STAGE, log_prints=True)
 def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
     """Write the FLOPs-matched exchange table; returns its run id."""
@@ -70,10 +85,6 @@ def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
         if wh.is_finished(run_id):
             logger.info("FLOPs-matched exchange %s already written", run_id)
             return run_id
-        bins = {r["problem_id"]: r["bin"] for r in wh.query(
-            "SELECT problem_id, bin FROM difficulty WHERE bank_id = ? AND kind = 'oracle'", [bank]).to_pylist()}
-        if not bins:
-            raise ValueError(f"no oracle difficulty bins for bank {bank}: run `ttscale difficulty` first")
         wh.insert("problems", problems_table(all_problems))
         with stage_run(wh, wd, STAGE, run_id, config, {"exchange": cfg.model_dump(), "large_params": large_params},
                        {"bank_id": bank, "greedy_bank_id": greedy_bank}) as ml_id:
@@ -90,25 +101,44 @@ def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
             greedy = {r["problem_id"]: float(r["correct"]) for r in wh.query(
                 "SELECT problem_id, correct FROM candidates WHERE bank_id = ?", [greedy_bank]).to_pylist()}
             rng = np.random.default_rng(cfg.seed)
-            candidates = candidates_by_problem(wh, bank, scorer_id)
-            outcomes = {(rule, n): {p: per_problem_accuracy(pc, n, rule, cfg.resamples, rng)
-                                    for p, (_, pc) in candidates.items()}
-                        for rule in ("weighted", "majority") for n in powers_of_two(config.bank.n)}
-            small = {key: by_bin(per_problem, bins) for key, per_problem in outcomes.items()}
-            # The compute-optimal choice between the stored strategies per bin, chosen on one fold of the
-            # problems and scored on the other (as `allocate` does), so the small model gets no hindsight.
-            cv = cross_validate(outcomes, bins, "weighted", config.allocation.splits, config.allocation.seed)
-            for n in powers_of_two(config.bank.n):
-                small[("optimal", n)] = {0: cv.accuracy[n], **{b: v for (b, m), v in cv.per_bin.items() if m == n}}
+            # Bins from the first half of each problem's samples, accuracy from the other half: a bin read
+            # from the very samples it is scored on would flatter test-time compute on the easy bins.
+            halves = {p: split_bank(pc, cfg.bin_samples or len(pc.codes) // 2)
+                      for p, (_, pc) in candidates_by_problem(wh, bank, scorer_id).items() if p in greedy}
+            bins = quantile_bins({p: v for p, (v, _) in halves.items()}, config.difficulty.bins,
+                                 config.difficulty.seed)
+            available = min(len(pc.codes) for _, pc in halves.values())
             tokens = wh.query("SELECT avg(prompt_tokens + generated_tokens) FILTER (WHERE bank_id = ?) AS small, "
                               "avg(prompt_tokens + generated_tokens) FILTER (WHERE bank_id = ?) AS large "
                               "FROM candidates", [bank, greedy_bank]).to_pylist()[0]
             token_ratio = tokens["large"] / tokens["small"]
-            rows = exchange_rows(cfg.ratios, small_params, large_params, config.bank.n, small, by_bin(greedy, bins),
-                                 token_ratio, {b: len(v) for b, v in members(greedy, bins).items()})
+            verifier = verifier_cost(wh, wd, config)
+            outcome_rows, rows = [], []
+            for charged in (False, True):
+                for ratio in cfg.ratios:
+                    matched = matched_samples(small_params, large_params, ratio, token_ratio,
+                                              *(verifier if charged else (0.0, 0.0)), small_tokens)
+                    small = {rule: {p: per_problem_accuracy(pc, matched, rule, cfg.resamples, rng)
+                                    for p, (_, pc) in halves.items()} for rule in ("weighted", "majority")}
+                    # the better of the two per bin, chosen on one fold and scored on the other (as `allocate`)
+                    cv = cross_validate({(rule, 1): v for rule, v in small.items()}, bins, "weighted",
+                                        config.allocation.splits, config.allocation.seed)
+                    small["optimal"] = {p: float(np.mean(cv.held_out[(1, p)])) for p in halves}
+                    outcome_rows += [dict(run_id=run_id, ratio=ratio, verifier_charged=charged, problem_id=p,
+                                          bin=bins[p], samples=matched, small=small["optimal"][p], large=greedy[p])
+                                     for p in sorted(halves)]
+                    if charged:
+                        continue
+                    for b, problems in members(sorted(halves), bins).items():
+                        c = paired({p: [small["optimal"][p]] for p in problems}, {p: [greedy[p]] for p in problems},
+                                   finding=6, claim="", a_name="small", b_name="large", seed=cfg.seed)
+                        rows.append({**summary_row(ratio, b, matched, available, small, greedy, problems,
+                                                   c.verdict), "run_id": run_id})
             with wh.transaction():
                 wh.con.execute("DELETE FROM flops_exchange WHERE run_id = ?", [run_id])
-                wh.insert("flops_exchange", pa.Table.from_pylist([{**r, "run_id": run_id} for r in rows]))
+                wh.con.execute("DELETE FROM exchange_outcomes WHERE run_id = ?", [run_id])
+                wh.insert("flops_exchange", pa.Table.from_pylist(rows))
+                wh.insert("exchange_outcomes", pa.Table.from_pylist(outcome_rows))
             log_metrics(ml_id, [(f"exchange/R{r['ratio']}/{key}" + ("" if r["bin"] == 0 else f"/bin_{r['bin']}"),
                                  float(r[key]), 0) for r in rows for key in ("small_weighted", "large_greedy")]
                         + [("small_params", small_params, 0), ("large_params", large_params, 0),

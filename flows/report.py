@@ -1,29 +1,34 @@
-"""Flow `report`: one report per pipeline run that states each of the paper's six findings.
+"""Flow `report`: the paper's six findings, each a set of paired comparisons stored as data.
 
-The story: read back what every stage stored (verifier curves, search curves, the
-revision sweep, the latest allocation and FLOPs-matched exchange), let each stage's own
-statements decide its finding (tasks/findings.py), and publish one markdown report to
-the reports folder, MLflow and the Prefect UI. A finding whose stage did not run is
-"not measured", never guessed.
+The story: read back each problem's outcomes from what every stage stored (the scored
+bank, search selections, the revision sweep, the held-out allocation outcomes, the
+FLOPs-matched exchange); compare the side the paper says wins with the other on the same
+problems at the same charged budget, with paired bootstrap intervals (tasks/findings.py);
+store every comparison in the `findings` table; render `reports/findings.md` (a verdict
+table, a forest plot, the comparisons) from those rows to the reports folder, MLflow and
+the Prefect UI. A finding whose stage did not run is "not measured", never guessed; a
+model that stopped at its wall-clock cap is named at the top.
 """
 
 from __future__ import annotations
 
+import pyarrow as pa
 from prefect import flow, get_run_logger
 
 from configs.schema import PipelineConfig
 from flows.difficulty import difficulty_ids
 from flows.revise import sweep_ids
+from flows.score_bank import candidates_by_problem
 from flows.stage import stage_run
-from tasks.allocation_report import statements as allocation_statements
-from tasks.findings import (allocation_finding, exchange_finding, findings_markdown, revision_finding,
-                            search_findings, verifier_finding)
+from tasks.allocation import budget_ratio
+from tasks.findings import (Finding, allocation_comparisons, easy_and_hard, exchange_comparisons,
+                            findings_table_rows, problem_levels, revision_comparisons, revision_outcomes,
+                            search_comparisons, search_outcomes, verifier_budgets, verifier_comparisons)
+from tasks.findings_report import findings_markdown, plot_forest
 from tasks.revision_report import RevisionFindings
 from tasks.sampling import stable_hash
-from tasks.search_report import findings as search_statements
-from tasks.tracking import publish_report
-from tasks.verifier_report import points_from_table, verdict
-from ttscale.workdir import DEFAULT_WORKDIR, Workdir
+from tasks.tracking import log_metrics, publish_report, set_tags
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, read_record
 from warehouse.store import Warehouse
 
 STAGE = "report"
@@ -35,39 +40,84 @@ def latest_run(wh: Warehouse, stage: str) -> str | None:
     return rows[0]["run_id"] if rows else None
 
 
+def capped_models(wd: Workdir) -> list[str]:
+    """Warnings for every model in the workdir whose training stopped at the wall-clock cap."""
+    out = []
+    for folder in sorted(p for p in wd.models.glob("*") if p.is_dir()):
+        record = read_record(folder) or {}
+        if record.get("stopped_by") == "time cap":
+            out.append(f"the `{folder.name}` model stopped at its wall-clock cap ({record.get('train_seconds_cap')} s) "
+                       f"after {record.get('updates')} of {record.get('max_updates')} updates, so it is not the model "
+                       f"these settings describe and every figure below is from a different run than on a faster "
+                       f"machine (raise `train_seconds` and retrain)")
+    return out
+
+
 @flow(name=STAGE, log_prints=True)
 def report(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
-    """Write the findings report; returns its path."""
+    """Compare, store and write the findings report; returns its path."""
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     bank, scorer_id = difficulty_ids(config, wd)
+    seed = config.allocation.seed
     with Warehouse(wd.warehouse) as wh:
-        points = points_from_table(wh.query("SELECT * FROM verifier_curves WHERE bank_id = ? AND scorer_id = ?",
-                                            [bank, scorer_id]))
-        found = [verifier_finding(verdict(points, "last", min_n=max(1, config.bank.n // 2)))]
-        curve = wh.query("SELECT * FROM accuracy_vs_budget WHERE scorer_id = ?", [scorer_id]).to_pylist()
-        found += search_findings(search_statements(curve) if curve else [])
+        easy, hard = easy_and_hard(wh, bank)
+        levels = problem_levels(wh)
+
+        # 1: best-of-N weighted vs majority on the scored bank, at the larger half of the budgets
+        candidates = candidates_by_problem(wh, bank, scorer_id)
+        scored = {p: v for p, v in candidates.items() if v[1].scores[config.scoring.aggregation].any()}
+        found = [Finding(1, tuple(verifier_comparisons(scored, verifier_budgets(config.bank.n), config.scoring.aggregation,
+                                                       config.scoring.resamples, seed) if scored else ()))]
+
+        # 2 and 3: search selections, per problem and seed
+        rows = wh.query("SELECT strategy, width, lookahead, charged, seed, problem_id, correct FROM selections "
+                        "WHERE scorer_id = ?", [scorer_id]).to_pylist()
+        search = search_comparisons(search_outcomes(rows), levels, easy, seed) if rows else []
+        found += [Finding(2, tuple(c for c in search if c.finding == 2)),
+                  Finding(3, tuple(c for c in search if c.finding == 3))]
+
+        # 4: the revision sweep, per problem and chain set
         try:
             chain_set_id, sweep_run, _, _ = sweep_ids(config, wd)
-            problems = [r["problem_id"] for r in wh.query(
-                "SELECT DISTINCT problem_id FROM revision_selections WHERE chain_set_id = ? AND run_id = ?",
-                [chain_set_id, sweep_run]).to_pylist()]
+            rows = wh.query("SELECT rule, budget, length, chain_set, problem_id, correct FROM revision_selections "
+                            "WHERE chain_set_id = ? AND run_id = ?", [chain_set_id, sweep_run]).to_pylist()
+            problems = sorted({r["problem_id"] for r in rows})
             revision = RevisionFindings.read(wh, chain_set_id, sweep_run, problems, bank, config.revisions.chains.rule)
-            found.append(revision_finding(revision.statements() if revision.curves else []))
+            comparisons = revision_comparisons(revision_outcomes(rows, revision.rule), levels, easy, hard,
+                                               revision.rule, seed) if rows else []
+            found.append(Finding(4, tuple(comparisons), tuple(revision.measurements()) if rows else ()))
         except FileNotFoundError:  # no revision model in this workdir
-            found.append(revision_finding([]))
-        allocation = latest_run(wh, "allocate")
-        results = wh.query("SELECT * FROM allocation_results WHERE run_id = ?", [allocation or ""]).to_pylist()
-        found.append(allocation_finding(results, allocation_statements(results)))
-        exchange = latest_run(wh, "exchange")
-        found.append(exchange_finding(wh.query("SELECT * FROM flops_exchange WHERE run_id = ? ORDER BY ratio, bin",
-                                               [exchange or ""]).to_pylist()))
-        run_id = stable_hash(STAGE, bank, scorer_id, [(f.number, f.verdict, f.evidence) for f in found])
-        markdown = findings_markdown(found, f"The paper's findings on this run ({config.name})")
-        plots = sorted(p.name for p in wd.reports.glob("*.png"))
+            found.append(Finding(4, ()))
+
+        # 5: held-out outcomes of the compute-optimal policy, and the budget it saves
+        rows = wh.query("SELECT * FROM allocation_outcomes WHERE run_id = ?",
+                        [latest_run(wh, "allocate") or ""]).to_pylist()
+        found.append(Finding(5, tuple(allocation_comparisons(rows, budget_ratio, seed))))
+
+        # 6: the FLOPs-matched exchange, per problem
+        rows = wh.query("SELECT * FROM exchange_outcomes WHERE run_id = ?",
+                        [latest_run(wh, "exchange") or ""]).to_pylist()
+        found.append(Finding(6, tuple(exchange_comparisons(rows, seed))))
+
+        warnings = capped_models(wd)
+        ids = {"bank_id": bank, "scorer_id": scorer_id}
+        run_id = stable_hash(STAGE, bank, scorer_id, [c.row() for f in found for c in f.comparisons], warnings)
+        forest = plot_forest(found, wd.reports / "findings-forest.png")
+        markdown = findings_markdown(found, f"The paper's findings on this run ({config.name})", warnings, forest.name)
+        plots = sorted(p.name for p in wd.reports.glob("*.png") if p != forest)
         markdown += "\n## Plots behind them\n\n" + "\n".join(f"![{name}]({name})" for name in plots) + "\n"
-        with stage_run(wh, wd, STAGE, run_id, config, {"findings": [f.verdict for f in found]}, {"bank_id": bank}):
-            publish_report(wd.reports, "findings", markdown, None, "findings", "the paper's six findings, here")
+        with stage_run(wh, wd, STAGE, run_id, config, {"findings": [f.verdict for f in found], "warnings": warnings},
+                       ids) as ml_id:
+            with wh.transaction():
+                wh.insert("findings", pa.Table.from_pylist(findings_table_rows(found, run_id, ids)))
+            log_metrics(ml_id, [(f"finding_{f.number}/{key}", float(v), i) for f in found
+                                for i, c in enumerate(f.comparisons) if c.decides
+                                for key, v in (("effect", c.effect), ("lo", c.lo), ("hi", c.hi))])
+            set_tags(ml_id, {"time_capped_models": "; ".join(warnings) or "none"})
+            publish_report(wd.reports, "findings", markdown, forest, "findings", "the paper's six findings, here")
     path = wd.reports / "findings.md"
     logger.info("findings: %s; report at %s", ", ".join(f"{f.number} {f.verdict}" for f in found), path)
+    for w in warnings:
+        logger.warning(w)
     return str(path)

@@ -24,7 +24,10 @@ from flows.stage import stage_run
 from flows.train_orm import chain_set_key, chain_spec, run_chains
 from flows.train_reviser import reviser_dir
 from models.generator import open_generator
-from models.prm import PRM
+from models.prm import StepScorer
+from models.scorers import open_scorer
+from tasks.findings import easy_and_hard, problem_levels, revision_comparisons, revision_outcomes
+from tasks.findings_report import comparison_lines
 from tasks.grading import split_steps
 from tasks.problems import Problem, load_problems
 from tasks.revision_report import RevisionFindings, plot_heatmaps, revision_markdown, revision_metrics
@@ -41,7 +44,7 @@ SCORE_SCHEMA = pa.schema([("attempt_id", pa.string()), ("verifier", pa.string())
 
 
 @task(cache_policy=NO_CACHE)
-def score_attempts(wh: Warehouse, chain_set_id: str, verifier: str, scorer: PRM, scorer_id: str,
+def score_attempts(wh: Warehouse, chain_set_id: str, verifier: str, scorer: StepScorer, scorer_id: str,
                    problems: dict[str, Problem], steps_of: Callable[[str], list[str]]) -> int:
     """Score every attempt of the set this scorer has not scored; the last step's score is the attempt's."""
     rows = wh.query("SELECT attempt_id, problem_id, text FROM revision_attempts a WHERE chain_set_id = ? AND NOT EXISTS "
@@ -125,7 +128,7 @@ def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
                 run_chains(generator, problems, lengths, cfg.window, spec, chain_set_id, run_id, wh, STAGE)
             by_id = {p.problem_id: p for p in problems}
             for verifier, (path, sep, steps_of) in scorer_dirs.items():
-                scorer = PRM.for_scoring(path, config.scoring.model_copy(update={"step_separator": sep}))
+                scorer = open_scorer(path, config.scoring.model_copy(update={"step_separator": sep}))
                 score_attempts(wh, chain_set_id, verifier, scorer, scorers[verifier], by_id, steps_of)
             chains = chains_by_problem(wh, chain_set_id, scorers)
             rows = sweep({p.problem_id: chains[p.problem_id] for p in problems}, cfg.budget, cfg.chain_sets, rules,
@@ -134,12 +137,18 @@ def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
                 wh.con.execute("DELETE FROM revision_selections WHERE chain_set_id = ? AND run_id = ?",
                                [chain_set_id, run_id])
                 wh.insert("revision_selections", selections_table(rows, chain_set_id, run_id))
-            found = RevisionFindings.read(wh, chain_set_id, run_id, [p.problem_id for p in problems],
-                                          bank_id(fingerprint(base_dir), sampling_spec(config.bank)), cfg.rule)
+            bank = bank_id(fingerprint(base_dir), sampling_spec(config.bank))
+            found = RevisionFindings.read(wh, chain_set_id, run_id, [p.problem_id for p in problems], bank, cfg.rule)
+            easy, hard = easy_and_hard(wh, bank)
+            selected = wh.query("SELECT rule, budget, length, chain_set, problem_id, correct FROM revision_selections "
+                                "WHERE chain_set_id = ? AND run_id = ?", [chain_set_id, run_id]).to_pylist()
+            comparisons = revision_comparisons(revision_outcomes(selected, found.rule), problem_levels(wh), easy, hard,
+                                               found.rule, config.allocation.seed)
             log_metrics(ml_id, revision_metrics(found))
             plot = plot_heatmaps(found, wd.reports / f"{STAGE}-{chain_set_id}.png")
             publish_report(wd.reports, f"{STAGE}-{chain_set_id}",
-                           revision_markdown(found, f"Sequential revisions ({config.name}, chain set {chain_set_id})"),
+                           revision_markdown(found, f"Sequential revisions ({config.name}, chain set {chain_set_id})",
+                                             comparison_lines(comparisons) + found.measurements()),
                            plot, "revision-sweep", "accuracy over (budget N, chain length L) per level")
     logger.info("revision sweep %s: report at %s", chain_set_id, wd.reports)
     return chain_set_id

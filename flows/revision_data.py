@@ -42,11 +42,14 @@ def data_ids(base_fingerprint: str, cfg: RevisionDataConfig) -> tuple[str, str]:
     return bank, stable_hash(bank, cfg.max_context, cfg.trajectories_per_problem, cfg.reference_targets, cfg.seed)
 
 
-def train_problems(config: PipelineConfig, count: int) -> list[Problem]:
+def train_problems(config: PipelineConfig, count: int, skip: int = 0) -> list[Problem]:
+    """`count` train-split problems after the first `skip` (the ORM skips the reviser's)."""
     train = [p for p in load_problems(config.task) if p.split == "train"]
-    if not train:
-        raise ValueError("revisions need train-split problems: set task.n_train > 0")
-    return train[:count]
+    if len(train) < skip + count:
+        raise ValueError(f"revisions need {skip + count} train-split problems ({skip} for the reviser's data, "
+                         f"{count} more here), the task has {len(train)}: raise task.n_train or lower "
+                         "revisions.data.problems / revisions.orm.problems")
+    return train[skip : skip + count]
 
 
 @task(cache_policy=NO_CACHE)

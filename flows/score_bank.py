@@ -21,12 +21,16 @@ from tqdm.auto import tqdm
 from configs.schema import PipelineConfig
 from flows.sample_bank import sampling_spec
 from flows.stage import stage_run
-from models.prm import PRM
+from models.prm import StepScorer
+from models.scorers import RANDOM, ScorerSource, open_scorer
+from tasks import arith
+from tasks.findings import verifier_budgets, verifier_comparisons
+from tasks.findings_report import comparison_lines
 from tasks.problems import Problem, load_problems
 from tasks.sampling import bank_id, prompt_for, stable_hash
 from tasks.selection import AGGREGATIONS, ProblemCandidates, aggregate, curves
 from tasks.tracking import log_metrics, publish_report, registered_model_path
-from tasks.verifier_report import (Quality, curve_metrics, curves_markdown, curves_table, plot_curves,
+from tasks.verifier_report import (Quality, curve_metrics, curves_markdown, curves_table, diagnose, plot_curves,
                                    points_from_table, within_problem_auc)
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, read_record
 from warehouse.store import Warehouse
@@ -36,8 +40,11 @@ SCORE_SCHEMA = pa.schema([("scorer_id", pa.string()), ("candidate_id", pa.string
                           ("run_id", pa.string()), ("score", pa.float64()), ("prefix_tokens", pa.int32())])
 
 
-def resolve_prm(spec: str, wd: Workdir) -> Path:
-    """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; else a local folder."""
+def resolve_prm(spec: str, wd: Workdir) -> ScorerSource:
+    """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; 'random' -> the null
+    scorer; else a local folder."""
+    if spec == RANDOM:
+        return RANDOM
     if spec == "trained":
         path = wd.models / "prm"
         if not path.is_dir():
@@ -52,13 +59,13 @@ def resolve_prm(spec: str, wd: Workdir) -> Path:
     return path
 
 
-def scorer_key(prm_dir: Path, step_separator: str | None) -> str:
-    """A scorer is one PRM's weights plus how steps are presented to it."""
-    return stable_hash("scorer", fingerprint(prm_dir), step_separator)
+def scorer_key(prm_dir: ScorerSource, step_separator: str | None) -> str:
+    """A scorer is one PRM's weights plus how steps are presented to it (or the random scorer)."""
+    return stable_hash("scorer", RANDOM if prm_dir == RANDOM else fingerprint(Path(prm_dir)), step_separator)
 
 
 @task(cache_policy=NO_CACHE)
-def score_chunk(scorer: PRM, rows: list[dict], problems: dict[str, Problem], scorer_id: str, run_id: str) -> pa.Table:
+def score_chunk(scorer: StepScorer, rows: list[dict], problems: dict[str, Problem], scorer_id: str, run_id: str) -> pa.Table:
     scores, tokens = scorer.score_with_tokens([prompt_for(problems[r["problem_id"]]) for r in rows],
                                               [r["steps"] for r in rows])
     out: dict[str, list] = {name: [] for name in SCORE_SCHEMA.names}
@@ -130,7 +137,7 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
         with stage_run(wh, wd, STAGE, run_id, config, {"scoring": cfg.model_dump(), "prm_dir": str(prm_dir)},
                        {"bank_id": bank, "scorer_id": scorer_id}) as ml_id:
             if todo:
-                scorer = PRM.for_scoring(prm_dir, cfg)
+                scorer = open_scorer(prm_dir, cfg)
                 by_problem: dict[str, list[dict]] = defaultdict(list)
                 for r in todo:
                     by_problem[r["problem_id"]].append(r)
@@ -141,6 +148,10 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
                                         scorer_id, run_id)
                     with wh.transaction():
                         wh.insert("step_scores", table)
+            if config.task.kind == "arith":
+                fill_step_truth(wh, problems)
+            diagnosis = diagnose(wh.query(DIAGNOSIS_SQL, [scorer_id, bank]).to_pylist(), cfg.aggregation)
+            wh.insert("metrics", diagnosis.metrics_table(run_id))
             candidates = bank_candidates(wh, bank, scorer_id)
             bank_auc = within_problem_auc(candidates, cfg.aggregation)
             points = curves(candidates, cfg.resamples, seed=config.bank.seed)
@@ -152,12 +163,18 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
             quality = _prm_quality(wh, prm_dir)
             cost = wh.query("SELECT count(*) AS candidates, sum(scored_tokens) AS tokens FROM candidate_scores "
                             "WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]).to_pylist()[0]
-            log_metrics(ml_id, curve_metrics(points) + [("within_problem_auc", bank_auc, 0),
-                                                        ("scored_candidates", cost["candidates"], 0),
-                                                        ("scored_tokens", float(cost["tokens"] or 0), 0)])
+            per_level = [(name if level == 0 else f"{name}/level_{level}", v, 0)
+                         for name, level, v in diagnosis.metrics() if v == v and (name, level) != ("within_problem_auc", 0)]
+            log_metrics(ml_id, curve_metrics(points) + per_level + [("within_problem_auc", bank_auc, 0),
+                                                                   ("scored_candidates", cost["candidates"], 0),
+                                                                   ("scored_tokens", float(cost["tokens"] or 0), 0)])
             plot = plot_curves(points, wd.reports / f"{STAGE}-{bank}-{scorer_id}.png", cfg.aggregation)
+            comparisons = verifier_comparisons(candidates_by_problem(wh, bank, scorer_id),
+                                               verifier_budgets(config.bank.n), cfg.aggregation, cfg.resamples,
+                                               config.bank.seed)
             markdown = curves_markdown(points, f"Verifier curves: bank {bank}, scorer {scorer_id} ({config.name})",
-                                       quality, bank_auc)
+                                       quality, bank_auc, comparison_lines(comparisons))
+            markdown += "\n" + "\n".join(diagnosis.markdown()) + "\n"
             publish_report(wd.reports, f"{STAGE}-{bank}-{scorer_id}", markdown, plot, "verifier-curves",
                            f"accuracy vs N by selection rule, bank {bank}")
     logger.info("verifier curves for bank %s, scorer %s: report at %s", bank, scorer_id, wd.reports)
@@ -165,9 +182,39 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
 
 
 
-def _prm_quality(wh: Warehouse, prm_dir: Path) -> Quality | None:
-    """The held-out quality train-prm measured for this PRM (external PRMs have none)."""
-    record = read_record(prm_dir) or {}
+# per bank candidate: its level, correctness, step scores by this scorer and exact step truth (if any)
+DIAGNOSIS_SQL = """
+WITH sc AS (SELECT candidate_id, list(score ORDER BY step_index) AS scores FROM step_scores WHERE scorer_id = ?
+            GROUP BY 1),
+     tr AS (SELECT candidate_id, list(error ORDER BY step_index) AS errors FROM step_truth GROUP BY 1)
+SELECT c.problem_id, p.level, c.correct, sc.scores, tr.errors
+FROM candidates c JOIN problems p USING (problem_id) LEFT JOIN sc USING (candidate_id) LEFT JOIN tr USING (candidate_id)
+WHERE c.bank_id = ? ORDER BY c.problem_id, c.candidate_id"""
+
+
+def fill_step_truth(wh: Warehouse, problems: dict[str, Problem]) -> int:
+    """Exact step checks (tasks/arith.py) for every stored embedded-task candidate not checked yet."""
+    rows = wh.query("""SELECT c.candidate_id, c.problem_id, list(s.text ORDER BY s.step_index) AS steps
+                       FROM candidates c JOIN steps s USING (candidate_id)
+                       WHERE NOT EXISTS (SELECT 1 FROM step_truth t WHERE t.candidate_id = c.candidate_id)
+                       GROUP BY ALL""").to_pylist()
+    out: dict[str, list] = {"candidate_id": [], "step_index": [], "error": []}
+    for r in rows:
+        if r["problem_id"] not in problems:
+            continue
+        for i, error in enumerate(arith.step_truth(problems[r["problem_id"]].question, r["steps"])):
+            out["candidate_id"].append(r["candidate_id"])
+            out["step_index"].append(i)
+            out["error"].append(error)
+    with wh.transaction():
+        return wh.insert("step_truth", pa.table(out, schema=pa.schema([("candidate_id", pa.string()),
+                                                                        ("step_index", pa.int32()),
+                                                                        ("error", pa.string())])))
+
+
+def _prm_quality(wh: Warehouse, prm_dir: ScorerSource) -> Quality | None:
+    """The held-out quality train-prm measured for this PRM (external PRMs and the random scorer have none)."""
+    record = {} if prm_dir == RANDOM else read_record(Path(prm_dir)) or {}
     rows = wh.query("SELECT name, value FROM metrics WHERE run_id = ?", [record.get("warehouse_run_id", "")])
     values = dict(zip(rows.column("name").to_pylist(), rows.column("value").to_pylist()))
     if "prm_step_auc" not in values:

@@ -4,7 +4,8 @@ The story: plan one search run per (strategy, M, k, budget N, seed) on the first
 `search.problems` test problems; skip the runs already in the warehouse; run the rest
 with one generator and one PRM kept open, each run's nodes and selections committed in
 one transaction; then read accuracy vs budget back from the `accuracy_vs_budget` view,
-state which of the paper's findings hold, and publish curves to MLflow and Prefect.
+compare beam, lookahead and best-of-N per problem (the paired comparisons of findings 2
+and 3, tasks/findings.py), and publish curves to MLflow and Prefect.
 With `workers.output: shards` a worker on another machine runs every planned search on
 its share of the problems into Parquet chunk folders instead, for `load-shards`.
 """
@@ -19,15 +20,19 @@ from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
 from configs.schema import PipelineConfig, SearchConfig
+from flows.sample_bank import sampling_spec
 from flows.score_bank import resolve_prm, scorer_key
 from flows.stage import stage_run
 from models.generator import Generator, open_generator
-from models.prm import PRM
+from models.prm import StepScorer
+from models.scorers import open_scorer
+from tasks.findings import easy_and_hard, problem_levels, search_comparisons, search_outcomes
+from tasks.findings_report import comparison_lines
 from tasks.problems import Problem, load_problems
-from tasks.sampling import problems_table, stable_hash
+from tasks.sampling import bank_id, problems_table, stable_hash
 from tasks.search import SELECTION, STRATEGIES, SearchParams
 from tasks.search.records import to_tables
-from tasks.search_report import findings, plot_search, search_markdown, search_metrics
+from tasks.search_report import plot_search, search_markdown, search_metrics
 from tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from warehouse.shards import pending_chunks, write_chunk
@@ -53,7 +58,7 @@ def plan(cfg: SearchConfig, context: str) -> list[SearchParams]:
 
 
 @task(cache_policy=NO_CACHE)
-def run_search(params: SearchParams, problems: Sequence[Problem], generator: Generator, scorer: PRM,
+def run_search(params: SearchParams, problems: Sequence[Problem], generator: Generator, scorer: StepScorer,
                run_id: str, scorer_id: str):  # -> (search_nodes, selections) Arrow tables
     searches = STRATEGIES[params.strategy](problems, generator, scorer, params)
     return to_tables(searches, params, run_id, scorer_id, generator.n_params, scorer.n_params,
@@ -87,7 +92,7 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
         with stage_run(wh, wd, STAGE, run_id, config, {"search": config.search.model_dump(), "scorer_id": scorer_id},
                        {"scorer_id": scorer_id}) as ml_id:
             if todo:
-                scorer = PRM.for_scoring(prm_dir, config.scoring)
+                scorer = open_scorer(prm_dir, config.scoring)
                 with open_generator(config.generator, model_dir) as generator:
                     for params in tqdm(todo, desc=STAGE, unit="run"):
                         nodes, selections = run_search(params, problems, generator, scorer, run_id, scorer_id)
@@ -97,8 +102,12 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
             curve = wh.query("SELECT * FROM accuracy_vs_budget WHERE scorer_id = ?", [scorer_id]).to_pylist()
             log_metrics(ml_id, search_metrics(curve))
             plot = plot_search(curve, wd.reports / f"{STAGE}-{scorer_id}.png")
+            rows = wh.query("SELECT strategy, width, lookahead, charged, seed, problem_id, correct FROM selections "
+                            "WHERE scorer_id = ?", [scorer_id]).to_pylist()
+            easy, _ = easy_and_hard(wh, bank_id(fingerprint(model_dir), sampling_spec(config.bank)))
+            comparisons = search_comparisons(search_outcomes(rows), problem_levels(wh), easy, config.allocation.seed)
             markdown = search_markdown(curve, f"Search against the PRM ({config.name}, scorer {scorer_id})",
-                                       findings(curve))
+                                       comparison_lines(comparisons))
             publish_report(wd.reports, f"{STAGE}-{scorer_id}", markdown, plot, "search-curves",
                            "accuracy vs budget per search strategy")
     logger.info("search curves for scorer %s: report at %s", scorer_id, wd.reports)
@@ -116,7 +125,7 @@ def _search_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, prm_
     get_run_logger().info("worker %d/%d of search %s: %d of %d runs to do on %d problems into %s",
                           workers.shard_index, workers.shard_count, context, len(todo), len(chunks), len(mine), root)
     if todo:
-        scorer = PRM.for_scoring(prm_dir, config.scoring)
+        scorer = open_scorer(prm_dir, config.scoring)
         with open_generator(config.generator, model_dir) as generator:
             for cid, params in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="run"):
                 nodes, selections = run_search(params, mine, generator, scorer, run_id, scorer_id)

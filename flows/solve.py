@@ -22,7 +22,7 @@ from flows.score_bank import resolve_prm, scorer_key
 from flows.search import run_search
 from flows.stage import stage_run
 from models.generator import SamplingSpec, open_generator
-from models.prm import PRM
+from models.scorers import open_scorer
 from tasks.allocation import Policy
 from tasks.grading import grade, split_steps
 from tasks.problems import load_problems
@@ -65,7 +65,7 @@ def solve(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORK
         with stage_run(wh, wd, STAGE, run_id, config, {"solve": cfg.model_dump(), "allocation": allocation},
                        {"scorer_id": scorer_id}) as ml_id:
             if todo:
-                scorer = PRM.for_scoring(prm_dir, config.scoring)
+                scorer = open_scorer(prm_dir, config.scoring)
                 estimate = SamplingSpec(n=config.difficulty.samples, temperature=config.bank.temperature,
                                         max_tokens=config.bank.max_tokens, seed=cfg.seed)
                 with open_generator(config.generator, model_dir) as generator:

@@ -71,7 +71,9 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
                            model_cfg.max_updates)
         version = register_model(run_id, tmp, name, registered)
         write_record(tmp, {"key": key, "mlflow_run_id": run_id, "registered": registered, "version": version,
-                           "n_params": result.n_params, "train_tokens": result.tokens})
+                           "n_params": result.n_params, "train_tokens": result.tokens,
+                           "stopped_by": result.stopped_by, "updates": result.updates,
+                           "max_updates": model_cfg.max_updates, "train_seconds_cap": model_cfg.train_seconds})
     logger.info(
         "trained %d params for %.0fs (%d updates, %.0f tokens/s), loss %.3f; registered %s v%d",
         result.n_params, result.seconds, result.updates, result.tokens / result.seconds, result.final_loss,

@@ -77,7 +77,8 @@ def train_orm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
     lengths = [cfg.length] * cfg.chains
     chain_set_id = chain_set_key("orm", reviser, lengths, config.revisions.chains.window, spec,
                                  config.generator.backend)
-    problems = train_problems(config, cfg.problems)
+    # problems the reviser was never fine-tuned on: its attempts there look like its attempts at test time
+    problems = train_problems(config, cfg.problems, skip=config.revisions.data.problems)
     out = wd.models / "orm"
     key = stable_hash(STAGE, chain_set_id, [p.problem_id for p in problems], cfg.training.model_dump(),
                       fingerprint(base_dir))

@@ -92,7 +92,10 @@ def train_prm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
             mlflow.log_artifact(str(plot), "report")
             version = register_model(ml_id, tmp, "prm", REGISTERED_NAME)
             write_record(tmp, {"key": key, "mlflow_run_id": ml_id, "registered": REGISTERED_NAME,
-                               "version": version, "label_bank_id": label_bank, "warehouse_run_id": run_id})
+                               "version": version, "label_bank_id": label_bank, "warehouse_run_id": run_id,
+                               # what the verifier cost to train, for the FLOPs-matched exchange's charged side
+                               "n_params": result.n_params, "train_tokens": result.tokens,
+                               "train_flops": 6.0 * result.n_params * result.tokens})
             wh.insert("metrics", q.metrics_table(run_id))
     summary = (f"PRM ({config.prm.mode}) on {len(solutions)} labeled solutions: {result.epochs} epochs "
                f"(best {result.best_epoch}), held-out step AUC {q.auc:.3f}, ECE {q.ece:.3f}, Brier {q.brier:.3f}; "

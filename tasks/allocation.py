@@ -14,6 +14,9 @@ import math
 import random
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
+import numpy as np
+
+from tasks.comparison import Comparison, detectable_difference
 
 Outcomes = Mapping[tuple[str, int], Mapping[str, float]]  # (strategy, budget) -> problem -> accuracy
 
@@ -76,6 +79,7 @@ class CVResult:
     per_bin: dict[tuple[int, int], float]  # (bin, budget) -> the same within one bin
     baseline: dict[int, float]  # budget -> the baseline's accuracy on the same problems
     chosen: dict[tuple[int, int], dict[str, int]]  # (bin, budget) -> strategy -> times chosen across folds
+    held_out: dict[tuple[int, str], list[float]]  # (budget, problem) -> its held-out outcome in each split
 
 
 def cross_validate(outcomes: Outcomes, bins: Mapping[str, int], baseline: str, splits: int, seed: int = 0
@@ -85,10 +89,12 @@ def cross_validate(outcomes: Outcomes, bins: Mapping[str, int], baseline: str, s
     total = {n: 0.0 for n in budgets}
     per_bin: dict[tuple[int, int], float] = {}
     chosen: dict[tuple[int, int], dict[str, int]] = {}
+    held_out: dict[tuple[int, str], list[float]] = {}
     for policy, test in held_out_policies(outcomes, bins, baseline, splits, seed):
         for p in test:
             for n in budgets:
                 value = outcomes.get((_lookup(policy, bins[p], n, baseline), n), {}).get(p, 0.0)
+                held_out.setdefault((n, p), []).append(value)
                 total[n] += value
                 per_bin[(bins[p], n)] = per_bin.get((bins[p], n), 0.0) + value
         for key, (strategy, _) in policy.items():
@@ -99,7 +105,56 @@ def cross_validate(outcomes: Outcomes, bins: Mapping[str, int], baseline: str, s
     per_bin = {(level, n): v / (splits * counts[level]) for (level, n), v in per_bin.items()}
     base = {n: sum(outcomes[(baseline, n)][p] for p in problems) / len(problems)
             for n in budgets if (baseline, n) in outcomes}
-    return CVResult(accuracy, per_bin, base, chosen)
+    return CVResult(accuracy, per_bin, base, chosen, held_out)
+
+
+def choosable(outcomes: Outcomes, budget: int) -> int:
+    """How many different strategies the policy could choose from at this charged budget. At budget 1 every
+    strategy draws one sample and answers it, so they are one method however they are named: a "gain"
+    there is noise by construction."""
+    return 1 if budget <= 1 else len({s for s, n in outcomes if n == budget})
+
+
+def budget_ratio(rows: Sequence[dict], source: str, kind: str, budget: int, family: int = 1, seed: int = 0,
+                 resamples: int = 1000, alpha: float = 0.05) -> Comparison:
+    """How much less budget the compute-optimal policy needs than the baseline for its held-out accuracy
+    at `budget`, as log2(equivalent baseline budget / budget), with a bootstrap interval over problems and
+    CV splits (each replicate redraws the problems and one split). `rows` are `allocation_outcomes` rows."""
+    sel = [r for r in rows if r["source"] == source and r["bin_kind"] == kind]
+    problems = sorted({r["problem_id"] for r in sel})
+    budgets = sorted({int(r["budget"]) for r in sel})
+    splits = sorted({int(r["split"]) for r in sel})
+    col, row_of, split_of = {n: i for i, n in enumerate(budgets)}, {p: i for i, p in enumerate(problems)}, \
+        {s: i for i, s in enumerate(splits)}
+    base = np.zeros((len(problems), len(budgets)))
+    opt = np.zeros((len(splits), len(problems)))
+    for r in sel:
+        base[row_of[r["problem_id"]], col[int(r["budget"])]] = r["baseline"]
+        if int(r["budget"]) == budget:
+            opt[split_of[int(r["split"])], row_of[r["problem_id"]]] = r["optimal"]
+
+    def log_ratio(target: float, curve: np.ndarray) -> float:
+        return math.log2(efficiency({budget: target}, dict(zip(budgets, curve)))[0].ratio)
+
+    baseline = next((r["baseline_name"] for r in sel), "best-of-N")
+    claim = "compute-optimal needs less budget than best-of-N for its accuracy (paper: up to 4x)"
+    confidence = 1 - alpha / max(1, family)
+    curve = base.mean(axis=0)
+    if not sel or curve.max() - curve.min() < 1e-12:
+        # best-of-N gains nothing with budget here (all wrong, or all right): no budget buys an accuracy,
+        # so no ratio is defined
+        return Comparison(5, claim, f"compute-optimal {source} ({kind} bins)", baseline, "all", float(budget), 0.0,
+                          0.0, 0.0, 0, 0.0, family, confidence, "log2 budget ratio")
+    point = log_ratio(float(opt.mean()), curve)
+    rng = np.random.default_rng(seed)
+    draws = rng.integers(0, len(problems), size=(resamples, len(problems)))
+    which = rng.integers(0, len(splits), size=resamples)
+    boot = np.array([log_ratio(float(opt[s, d].mean()), base[d].mean(axis=0)) for s, d in zip(which, draws)])
+    lo, hi = np.quantile(boot, [(1 - confidence) / 2, (1 + confidence) / 2])
+    detectable = detectable_difference(float(boot.std(ddof=1)), confidence)
+    return Comparison(5, claim, f"compute-optimal {source} ({kind} bins)", baseline, "all", float(budget), point,
+                      float(min(lo, point)), float(max(hi, point)), len(problems), detectable, family, confidence,
+                      "log2 budget ratio")
 
 
 def _lookup(policy: Mapping[tuple[int, int], tuple[str, float]], level: int, budget: int, fallback: str) -> str:

@@ -131,3 +131,52 @@ def grade(text: str, reference: str) -> tuple[str | None, bool]:
 
 def answer_space_size() -> int:
     return MODULUS
+
+
+_INIT = re.compile(r"(\d{2}): init([#+])(\d{4})=(\d{4})\s*$")
+_STEP = re.compile(r"(\d{2}): (\d{4})([#+])(\d{4})=(\d{4})$")
+_ANSWER_LINE = re.compile(r"ans=(\d{4})$")
+# Why a step is wrong, checked in this order (the first that applies): it does not parse as a step,
+# it applies another rule or key than the question's, it does not start from the line above's result,
+# its countdown is not one less than the line above's, its result is miscomputed, or (the answer line)
+# it does not copy the last result or comes before the countdown reached zero.
+STEP_ERRORS = ("format", "rule", "copy", "countdown", "arithmetic", "answer")
+
+
+def step_truth(question: str, steps: list[str]) -> list[str | None]:
+    """For each step, None when it is right given the step before it (as written, right or not), else
+    the kind of error (STEP_ERRORS). Exact, and for diagnosis only: never a training label or a selection
+    signal. Steps after the answer line are format errors."""
+    head = _INIT.search(question)
+    if head is None:
+        raise ValueError(f"not an embedded-task question: {question[-60:]!r}")
+    remaining, sym, key, value = int(head[1]), head[2], int(head[3]), int(head[4])
+    step = next(fn for _, s, fn in OPS.values() if s == sym)
+    out: list[str | None] = []
+    answered = False
+    for text in steps:
+        text = text.strip()
+        if answered:
+            out.append("format")
+            continue
+        if (m := _ANSWER_LINE.match(text)) is not None:
+            answered = True
+            out.append(None if int(m[1]) == value and remaining == 0 else "answer")
+            continue
+        if (m := _STEP.match(text)) is None:
+            out.append("format")
+            continue
+        countdown, start, symbol, k, result = int(m[1]), int(m[2]), m[3], int(m[4]), int(m[5])
+        if symbol != sym or k != key:
+            error = "rule"
+        elif start != value:
+            error = "copy"
+        elif countdown != remaining - 1:
+            error = "countdown"
+        elif result != step(start, key):
+            error = "arithmetic"
+        else:
+            error = None
+        out.append(error)
+        remaining, value = countdown, result  # the next step is checked against this one as written
+    return out

@@ -19,17 +19,19 @@ def exchange_markdown(rows: Sequence[dict], small_params: float, large_params: f
              f"Small model {small_params:,.0f} parameters, larger model {large_params:,.0f} "
              f"({large_params / small_params:.1f}x), pretrained on {small_tokens:,.0f} and {large_tokens:,.0f} tokens. "
              f"At each R the small model may draw N = (3(k-1)/R + k) x {token_ratio:.2f} samples per problem (the "
-             "last factor: stored tokens of a large-model answer over those of a small-model sample); '>=' marks "
-             "figures cut to the samples the bank holds (lower bounds).", ""]
+             "last factor: stored tokens of a large-model answer over those of a small-model sample), resampled "
+             "exactly (a fractional N mixes the two sizes around it); '>=' marks figures cut to the samples the "
+             "bank holds (lower bounds). Bins come from half of each problem's samples and accuracy from the "
+             "other half; the winner is decided by the paired interval (undecided when it holds zero).", ""]
     for ratio in sorted({r["ratio"] for r in rows}):
         overall = next(r for r in rows if r["ratio"] == ratio and r["bin"] == 0)
         wins = [r["bin"] for r in rows if r["ratio"] == ratio and r["bin"] and r["winner"] == "test-time compute"]
-        lines.append(f"- R = {ratio:g}: matched N = {overall['matched_samples']:.1f} (used {overall['samples_used']}"
+        lines.append(f"- R = {ratio:g}: matched N = {overall['matched_samples']:.1f} (used {overall['samples_used']:.1f}"
                      f"{', a lower bound' if overall['lower_bound'] else ''}); all problems: small compute-optimal "
                      f"{overall['small_optimal']:.3f} (best-of-N weighted {overall['small_weighted']:.3f}, majority "
                      f"{overall['small_majority']:.3f}) vs larger model "
                      f"greedy {overall['large_greedy']:.3f} [{overall['large_lo']:.2f}, {overall['large_hi']:.2f}] "
-                     f"on {overall['problems']} problems: {overall['winner']} wins; test-time compute wins in bins "
+                     f"on {overall['problems']} problems: {overall['winner']}; test-time compute wins (interval above zero) in bins "
                      f"{wins or 'none'}.")
     head = ["R", "bin", "N matched", "N used", "small compute-optimal", "small weighted", "small majority",
             "large greedy", "winner"]
@@ -37,7 +39,7 @@ def exchange_markdown(rows: Sequence[dict], small_params: float, large_params: f
     for r in rows:
         mark = ">=" if r["lower_bound"] else ""
         lines.append(f"| {r['ratio']:g} | {'all' if r['bin'] == 0 else r['bin']} | {r['matched_samples']:.1f} | "
-                     f"{r['samples_used']} | {mark}{r['small_optimal']:.3f} | {mark}{r['small_weighted']:.3f} | "
+                     f"{r['samples_used']:.1f} | {mark}{r['small_optimal']:.3f} | {mark}{r['small_weighted']:.3f} | "
                      f"{mark}{r['small_majority']:.3f} | "
                      f"{r['large_greedy']:.3f} [{r['large_lo']:.2f}, {r['large_hi']:.2f}] | {r['winner']} |")
     return "\n".join(lines) + "\n"
@@ -52,7 +54,7 @@ def plot_exchange(rows: Sequence[dict], path: Path) -> Path:
         ax.bar([x - 0.2 for x in xs], [r["small_optimal"] for r in sub], 0.4, label="small + compute-optimal")
         ax.bar([x + 0.2 for x in xs], [r["large_greedy"] for r in sub], 0.4, label="larger model, greedy")
         ax.set_xticks(list(xs), ["all" if r["bin"] == 0 else str(r["bin"]) for r in sub])
-        ax.set(title=f"R = {ratio:g} (N = {sub[0]['samples_used']})", xlabel="difficulty bin", ylim=(0, 1.02))
+        ax.set(title=f"R = {ratio:g} (N = {sub[0]['samples_used']:.1f})", xlabel="difficulty bin", ylim=(0, 1.02))
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=6)
     return save_figure(fig, path)

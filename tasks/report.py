@@ -29,14 +29,6 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
-TIE = 1e-9  # accuracies averaged over seeds or splits differ in the last bits when they are equal
-
-
-def overlap_note(a: dict, b: dict) -> str:
-    """Every finding compares two rows with 95% intervals (`lo`, `hi`): say when they overlap."""
-    return " (intervals overlap: not distinguishable here)" if a["lo"] <= b["hi"] and b["lo"] <= a["hi"] else ""
-
-
 METRIC_LABELS = {"pass": "pass@k (oracle)", "majority": "majority@k", "guess": "guessing baseline"}
 
 

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from tasks.metrics import powers_of_two  # noqa: E402
-from tasks.report import TIE, overlap_note, save_figure  # noqa: E402
+from tasks.report import save_figure  # noqa: E402
 from warehouse.store import Warehouse  # noqa: E402
 
 PAPER_CORRECT_TO_INCORRECT = 0.38  # share of correct answers a revision turned incorrect (PAPER.md)
@@ -70,28 +70,9 @@ class RevisionFindings:
             return first["accuracy"] if first else 0.0
         return sorted(self.levels, key=ease, reverse=True)
 
-    def statements(self) -> list[str]:
-        if not self.curves:
-            return ["no revision results"]
-        order = self.difficulty_order()
-        k = 2 if len(order) >= 4 else 1
-        easy, hard = order[:k], order[-k:]
-        n, out = self.budget, []
-        for level in easy:
-            seq, par = self.at(self.rule, level, n, n), self.at(self.rule, level, n, 1)
-            if seq and par and n > 1:
-                verdict = "holds" if seq["accuracy"] > par["accuracy"] + TIE else "does not hold"
-                out.append(f"Sequential revisions beat parallel sampling on easy problems (level {level}, N={n}, "
-                           f"{self.rule}): {verdict}: L={n} {_fmt(seq)} vs L=1 {_fmt(par)}{overlap_note(seq, par)}.")
-        for level in hard:
-            ends = [r for r in (self.at(self.rule, level, n, 1), self.at(self.rule, level, n, n)) if r]
-            mixes = [r for r in (self.at(self.rule, level, n, length) for length in powers_of_two(n)[1:-1]) if r]
-            if ends and mixes:
-                best_mix, best_end = max(mixes, key=lambda r: r["accuracy"]), max(ends, key=lambda r: r["accuracy"])
-                verdict = "holds" if best_mix["accuracy"] > best_end["accuracy"] + TIE else "does not hold"
-                out.append(f"A mix of sequential and parallel wins on hard problems (level {level}, N={n}, "
-                           f"{self.rule}): {verdict}: best mix L={best_mix['length']} {_fmt(best_mix)} vs best end "
-                           f"L={best_end['length']} {_fmt(best_end)}{overlap_note(best_mix, best_end)}.")
+    def measurements(self) -> list[str]:
+        """How the chains behave turn by turn: what the findings report shows beside its comparisons."""
+        out = []
         t = self.transitions
         if t.get("after_correct"):
             share = t["correct_to_incorrect"] / t["after_correct"]
@@ -126,10 +107,10 @@ def revision_metrics(found: RevisionFindings) -> list[tuple[str, float, int]]:
     return out
 
 
-def revision_markdown(found: RevisionFindings, title: str) -> str:
+def revision_markdown(found: RevisionFindings, title: str, statements: Sequence[str]) -> str:
     n = found.budget
     lengths = powers_of_two(n)
-    lines = [f"## {title}", "", *[f"- {s}" for s in found.statements()], "",
+    lines = [f"## {title}", "", *[f"- {s}" for s in statements], "",
              f"Accuracy at N={n} by chain length L (N/L chains), all levels, 95% Wilson intervals:", ""]
     head = ["rule"] + [f"L={length}" for length in lengths]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

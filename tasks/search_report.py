@@ -1,4 +1,4 @@
-"""The search report: accuracy vs budget per strategy, and which of the paper's findings hold.
+"""The search report: accuracy vs budget per strategy, headed by the paired comparisons of findings 2 and 3.
 
 Reads rows of the `accuracy_vs_budget` view, so the report can be rebuilt from the
 warehouse alone. Budgets on the x axis are in the paper's unit (`charged`: N, or N(k+1)
@@ -15,10 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.report import TIE, overlap_note, save_figure  # noqa: E402
-
-EASY_LEVELS = (1, 2)  # the embedded task's easy levels (`#` with few steps)
-
+from tasks.report import save_figure  # noqa: E402
 
 def variant(row: dict) -> str:
     return {"majority": "majority", "best_of_n": "best-of-N", "beam": f"beam M={row['width']}", "dvts": f"DVTS M={row['width']}",
@@ -51,49 +48,6 @@ def search_metrics(rows: Sequence[dict]) -> list[tuple[str, float, int]]:
         suffix = "" if r["level"] == 0 else f"/level_{r['level']}"
         out.append((f"search/{name}{suffix}", r["accuracy"], int(r["charged"])))
     return out
-
-
-def _at(rows: Sequence[dict], strategy: str, level: int, budget: int) -> list[dict]:
-    return [r for r in rows if r["strategy"] == strategy and r["level"] == level and r["budget"] == budget]
-
-
-def _fmt(r: dict) -> str:
-    return (f"{variant(r)} {r['accuracy']:.3f} [{r['lo']:.2f}, {r['hi']:.2f}] "
-            f"(seeds {r['seed_min']:.3f}-{r['seed_max']:.3f})")
-
-
-def findings(rows: Sequence[dict]) -> list[str]:
-    """The paper's search findings, each stated with the numbers that decide it here."""
-    if not rows:
-        return ["no search results"]
-    budgets = sorted({r["budget"] for r in rows})
-    searched = sorted({r["budget"] for r in rows if r["strategy"] == "beam"}) or budgets
-    small, large = searched[0], budgets[-1]  # the smallest budget at which beam search ran
-    lines = []
-    bon = _at(rows, "best_of_n", 0, small)
-    beams = _at(rows, "beam", 0, small)
-    if bon and beams:
-        best = max(beams, key=lambda r: r["accuracy"])
-        verdict = "holds" if best["accuracy"] > bon[0]["accuracy"] + TIE else "does not hold"
-        lines.append(f"Beam search above best-of-N at a small budget (N={small}): {verdict}: "
-                     f"{_fmt(best)} vs {_fmt(bon[0])}{overlap_note(best, bon[0])}.")
-    for level in EASY_LEVELS:
-        bon, beams = _at(rows, "best_of_n", level, large), _at(rows, "beam", level, large)
-        if bon and beams:
-            best = max(beams, key=lambda r: r["accuracy"])
-            verdict = "holds" if bon[0]["accuracy"] >= best["accuracy"] - TIE else "does not hold"
-            lines.append(f"Best-of-N catches up with beam search on easy problems at a large budget "
-                         f"(level {level}, N={large}): {verdict}: {_fmt(bon[0])} vs {_fmt(best)}{overlap_note(bon[0], best)}.")
-    for n in budgets:
-        looks, beams = _at(rows, "lookahead", 0, n), _at(rows, "beam", 0, n)
-        for look in looks:
-            same_m = [b for b in beams if b["width"] == look["width"]]
-            if same_m:
-                verdict = "holds" if look["accuracy"] < same_m[0]["accuracy"] - TIE else "does not hold"
-                lines.append(f"Lookahead below beam search (N={n}; lookahead spends {look['charged']} generations, "
-                             f"beam {same_m[0]['charged']}): {verdict}: {_fmt(look)} vs {_fmt(same_m[0])}"
-                             f"{overlap_note(look, same_m[0])}.")
-    return lines
 
 
 def search_markdown(rows: Sequence[dict], title: str, statements: Sequence[str]) -> str:

@@ -106,27 +106,8 @@ def _index(points: Sequence[CurvePoint]) -> dict[tuple[str, str, int, int], Curv
     return {(p.rule, p.aggregation, p.level, p.n): p for p in points}
 
 
-def verdict(points: Sequence[CurvePoint], aggregation: str = "last", min_n: int = 16) -> list[str]:
-    """The issue's question in words: does PRM-weighted selection beat majority at N >= min_n?"""
-    idx = _index(points)
-    lines = []
-    for n in sorted({p.n for p in points if p.n >= min_n}):
-        w, m = idx.get(("weighted", aggregation, 0, n)), idx.get(("majority", "-", 0, n))
-        if w is None or m is None:
-            continue
-        if w.lo > m.hi:
-            word = "above, intervals do not overlap"
-        elif w.accuracy > m.accuracy:
-            word = "above, but the intervals overlap"
-        else:
-            word = "not above"
-        lines.append(f"N={n}: best-of-N weighted ({aggregation}) {w.accuracy:.3f} [{w.lo:.3f}, {w.hi:.3f}] vs "
-                     f"majority {m.accuracy:.3f} [{m.lo:.3f}, {m.hi:.3f}]: {word}.")
-    return lines
-
-
 def curves_markdown(points: Sequence[CurvePoint], title: str, q: Quality | None = None,
-                    bank_auc: float | None = None) -> str:
+                    bank_auc: float | None = None, statements: Sequence[str] = ()) -> str:
     idx = _index(points)
     ns = sorted({p.n for p in points})
     shown = [n for n in ns if n in (1, 4, 16, 64, 256) or n == ns[-1]]
@@ -138,7 +119,7 @@ def curves_markdown(points: Sequence[CurvePoint], title: str, q: Quality | None 
     if bank_auc is not None:
         lines += [f"Within-problem AUC of the last-step score vs correctness on the bank: {bank_auc:.3f} "
                   "(0.5 = no better than chance at telling a problem's right candidates from its wrong ones).", ""]
-    lines += verdict(points) + [""]
+    lines += [f"- {s}" for s in statements] + [""]
     combos = [("oracle", "-"), ("majority", "-")] + [(r, a) for r in ("weighted", "best_of_n") for a in aggs]
     head = ["level", "rule"] + [f"N={n}" for n in shown]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
@@ -172,3 +153,87 @@ def plot_curves(points: Sequence[CurvePoint], path: Path, aggregation: str = "la
     axes[0][0].set_ylabel("accuracy")
     axes[0][0].legend(fontsize=7, loc="lower right")
     return save_figure(fig, path)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """What the PRM knows within a problem, per level (0 = all), checked against exact step truth."""
+
+    within_auc: dict[int, float]  # right vs wrong candidates of one problem, averaged over problems
+    first_error_auc: dict[int, float]  # the first wrong step vs the right steps before it (1 - score)
+    argmax_errors: dict[str, float]  # first-error kinds of the wrong candidates the PRM ranks first
+    wrong_errors: dict[str, float]  # first-error kinds of all wrong candidates
+
+    def metrics(self) -> list[tuple[str, int, float]]:
+        out = [("within_problem_auc", lv, v) for lv, v in self.within_auc.items()]
+        out += [("first_error_auc", lv, v) for lv, v in self.first_error_auc.items()]
+        out += [(f"argmax_first_error/{k}", 0, v) for k, v in self.argmax_errors.items()]
+        out += [(f"wrong_first_error/{k}", 0, v) for k, v in self.wrong_errors.items()]
+        return out
+
+    def metrics_table(self, run_id: str) -> pa.Table:
+        return pa.Table.from_pylist([{"run_id": run_id, "name": n, "level": lv, "k": 0, "value": float(v)}
+                                     for n, lv, v in self.metrics() if v == v])  # NaN: nothing to measure
+
+    def markdown(self) -> list[str]:
+        levels = sorted(set(self.within_auc) | set(self.first_error_auc))
+        lines = ["Within a problem, against exact step checks (0.5 = chance):", "",
+                 "| level | within-problem AUC | first-error AUC |", "|---|---|---|"]
+        lines += [f"| {'all' if lv == 0 else lv} | {self.within_auc.get(lv, float('nan')):.3f} | "
+                  f"{self.first_error_auc.get(lv, float('nan')):.3f} |" for lv in levels]
+        kinds = sorted(set(self.argmax_errors) | set(self.wrong_errors))
+        lines += ["", "First error of the wrong candidates the PRM ranks first in their problem, against all wrong "
+                  "candidates (a kind the PRM favours is over-represented on the left):", "",
+                  "| first error | ranked first | all wrong |", "|---|---|---|"]
+        lines += [f"| {k} | {self.argmax_errors.get(k, 0.0):.1%} | {self.wrong_errors.get(k, 0.0):.1%} |" for k in kinds]
+        return lines
+
+
+def diagnose(rows: Sequence[dict], aggregation: str = "last") -> Diagnosis:
+    """`rows`: one per candidate with problem_id, level, correct, scores (per step) and errors (per step,
+    None = right). Candidates without step truth (other tasks) have errors of None and add nothing to
+    the first-error AUC."""
+    by_problem: dict[str, list[dict]] = {}
+    for r in rows:
+        by_problem.setdefault(r["problem_id"], []).append(r)
+
+    def agg(r: dict) -> float:
+        s = np.asarray(r["scores"] or [0.0], float)
+        return float({"last": s[-1], "min": s.min(), "prod": s.prod(), "mean": s.mean()}[aggregation])
+
+    within: dict[int, list[float]] = {}
+    first: dict[int, tuple[list[int], list[float]]] = {}
+    ranked_first: list[str] = []
+    wrong: list[str] = []
+    for members in by_problem.values():
+        level = members[0]["level"]
+        correct = np.array([bool(r["correct"]) for r in members])
+        scores = np.array([agg(r) for r in members])
+        if 0 < correct.sum() < len(correct):
+            auc = float(roc_auc_score(correct, scores))
+            within.setdefault(level, []).append(auc)
+            within.setdefault(0, []).append(auc)
+        for r in members:
+            errors = list(r["errors"] or [])
+            at = next((i for i, e in enumerate(errors) if e is not None), None)
+            if at is None or not r["scores"] or at >= len(r["scores"]):
+                continue
+            labels, risk = first.setdefault(level, ([], []))
+            labels += [0] * at + [1]
+            risk += [1.0 - x for x in r["scores"][: at + 1]]
+            if not r["correct"]:
+                wrong.append(errors[at])
+        top = members[int(scores.argmax())]
+        errors = [e for e in (top["errors"] or []) if e is not None]
+        if not top["correct"] and errors:
+            ranked_first.append(errors[0])
+    first_auc = {lv: float(roc_auc_score(y, x)) for lv, (y, x) in first.items() if 0 < sum(y) < len(y)}
+    pooled = [(y, x) for lv, (ys, xs) in first.items() for y, x in zip(ys, xs)]
+    if pooled and 0 < sum(y for y, _ in pooled) < len(pooled):
+        first_auc[0] = float(roc_auc_score([y for y, _ in pooled], [x for _, x in pooled]))
+
+    def shares(kinds: list[str]) -> dict[str, float]:
+        return {k: kinds.count(k) / len(kinds) for k in sorted(set(kinds))} if kinds else {}
+
+    return Diagnosis({lv: float(np.mean(v)) for lv, v in sorted(within.items())}, dict(sorted(first_auc.items())),
+                     shares(ranked_first), shares(wrong))

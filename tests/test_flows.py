@@ -110,3 +110,33 @@ def test_cli_query_reads_the_warehouse(trained_workdir: Path, smoke_config):
     bad = subprocess.run(cli + ["query", "SELECT nope FROM candidates", "--workdir", str(trained_workdir)],
                          capture_output=True, text=True, timeout=120)
     assert bad.returncode == 1 and "nope" in bad.stderr
+
+
+def test_a_random_verifier_makes_no_finding_reproduced(trained_workdir: Path, smoke_config, tmp_path):
+    """The null check that proves the instrument: the whole pipeline with `scoring.prm: random` measures
+    findings 1-5 (comparisons on real problems) and calls none of them reproduced; a user reads the
+    verdicts back with `ttscale query "SELECT * FROM findings"`."""
+    pipeline(config=smoke_config, workdir=str(trained_workdir))
+    workdir = tmp_path / "null"
+    shutil.copytree(trained_workdir, workdir)  # the shared workdir keeps only the trained PRM's rows
+    null = smoke_config.model_copy(update={"scoring": smoke_config.scoring.model_copy(update={"prm": "random"})})
+    pipeline(config=null, workdir=str(workdir))
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        report_run = con.execute("SELECT run_id FROM runs WHERE stage = 'report' ORDER BY finished_at DESC "
+                                 "LIMIT 1").fetchall()[0][0]
+        rows = con.execute("SELECT finding, verdict, finding_verdict, problems, lo, effect, hi, scorer_id "
+                           "FROM findings WHERE run_id = ?", [report_run]).fetchall()
+        random_id = con.execute("SELECT DISTINCT scorer_id FROM step_scores WHERE score BETWEEN 0 AND 1 AND "
+                                "prefix_tokens = 0").fetchall()
+    measured = [r for r in rows if r[1] != "not measured"]  # a level with no problems has nothing to compare
+    assert {f for f, *_ in measured} >= {1, 2, 3, 4, 5}  # measured, not skipped
+    assert all(p > 0 and lo <= e <= hi for _, _, _, p, lo, e, hi, _ in measured)
+    assert not [r for r in rows if r[1] == "reproduced" or r[2] == "reproduced"]
+    assert {r[-1] for r in rows} == {random_id[0][0]}  # the comparisons are the random scorer's
+    text = (workdir / "reports" / "findings.md").read_text()
+    verdict_rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
+    assert len(verdict_rows) == 6 and not [line for line in verdict_rows if "**reproduced**" in line]
+    assert "findings-forest.png" in text
+    done = subprocess.run([sys.executable, "-m", "ttscale.cli", "query", "SELECT finding, verdict FROM latest_findings",
+                           "--workdir", str(workdir)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "inconclusive" in done.stdout, done.stderr

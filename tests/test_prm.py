@@ -87,7 +87,34 @@ def test_training_modes(mode: str, base_model_dir: Path, tmp_path: Path):
     scorer = PRM(tmp_path / mode, batch_size=3)
     scores = scorer.score([s.prompt for s in _solutions()], [s.steps for s in _solutions()])
     assert [len(s) for s in scores] == [len(s.steps) for s in _solutions()]
-    assert all(0.0 <= x <= 1.0 for row in scores for x in row)
+
+
+def test_a_prm_trained_on_planted_errors_scores_them_below_the_clean_steps(base_model_dir: Path, tmp_path: Path):
+    """Held-out problems with one planted wrong digit: the trained PRM must score the wrong step (and
+    every step after it) below the same step of the clean solution, not only land in [0, 1]."""
+    train = [s for p in arith.make_split(TaskConfig(n_test=60, seed=11), "test") for s in _planted(p)]
+    train_prm(PRMConfig(mode="full", epochs=4, patience=4, batch_size=8, learning_rate=1e-3), base_model_dir, train,
+              tmp_path / "p")
+    scorer = PRM(tmp_path / "p", batch_size=16)
+    held_out = [s for p in arith.make_split(TaskConfig(n_test=12, seed=12), "test") for s in _planted(p)]
+    clean, bad = held_out[0::2], held_out[1::2]
+    clean_scores = scorer.score([s.prompt for s in clean], [s.steps for s in clean])
+    bad_scores = scorer.score([s.prompt for s in bad], [s.steps for s in bad])
+    # the corrupted step is the second one: compare it with the same position of the clean solution
+    lower = [b[1] < c[1] for b, c in zip(bad_scores, clean_scores)]
+    assert sum(lower) >= 0.75 * len(lower), (lower, bad_scores, clean_scores)
+    assert sum(b[-1] for b in bad_scores) < sum(c[-1] for c in clean_scores)
+
+
+def _planted(p) -> list[LabeledSolution]:
+    """A clean solution and a copy whose second step's result is replaced by a fixed wrong one (`=0000`): an
+    error the PRM can see at that step, so the test checks that labels, positions and training line up
+    (telling a subtly wrong sum from a right one is the harder problem of the verifier issue)."""
+    steps = split_steps(p.meta["reference_solution"])
+    head, _, result = steps[1].rpartition("=")
+    bad = steps[:1] + [f"{head}={'0000' if result != '0000' else '1111'}"] + steps[2:]
+    return [LabeledSolution(p.problem_id, prompt_for(p), steps, [1.0] * len(steps)),
+            LabeledSolution(p.problem_id, prompt_for(p), bad, [1.0] + [0.0] * (len(steps) - 1))]
 
 
 def test_batching_does_not_change_scores(base_model_dir: Path, tmp_path: Path):

@@ -17,6 +17,7 @@ from flows.pipeline import pipeline
 from flows.revise import revise
 from flows.train_orm import REGISTERED_NAME as ORM_NAME
 from models.prm import PRM
+from tasks.metrics import wilson
 from tasks.problems import Problem
 from tasks.revision_sweep import ChainAttempt, grid, select, sweep
 from tasks.revisions import ATTEMPT_SEPARATOR, next_round, revision_prompt, staircase, trajectories, window
@@ -142,7 +143,14 @@ def test_pipeline_revises_and_writes_the_sweep(revised_workdir, smoke_config):
                              "AND chain_set_id = ?", [out["chain_set_id"]]).fetchall()
         assert {(b, length) for _, b, length, *_ in curves} == set(grid(cfg.chains.budget))
         assert {"oracle", "majority_flat", "orm_hier", "prm_flat"} <= {r for r, *_ in curves}
-        assert all(0 <= lo <= acc <= hi <= 1 for *_, acc, lo, hi in curves)
+        # each point recomputed from the stored selections, its interval clustered by problem: a chain set
+        # is a redraw of the same problem, so n is the number of problems, not problems x chain sets
+        raw = {(r, b, length): (acc, n) for r, b, length, acc, n in con.execute(
+            "SELECT rule, budget, length, avg(correct::INT), count(DISTINCT problem_id) FROM revision_selections "
+            "WHERE chain_set_id = ? GROUP BY ALL", [out["chain_set_id"]]).fetchall()}
+        for r, b, length, acc, lo, hi in curves:
+            assert acc == pytest.approx(raw[(r, b, length)][0])
+            assert (lo, hi) == pytest.approx(wilson(acc, raw[(r, b, length)][1]))
         # the oracle bounds every rule at the same (N, L)
         oracle = {(b, length): acc for r, b, length, acc, *_ in curves if r == "oracle"}
         assert all(acc <= oracle[(b, length)] + 1e-9 for r, b, length, acc, *_ in curves)

@@ -11,6 +11,7 @@ from configs.schema import GeneratorConfig, PRMConfig, SearchConfig, TaskConfig
 from flows.search import plan
 from models.generator import SamplingSpec, open_generator
 from models.prm import PRM, LabeledSolution, train_prm
+from models.scorers import RandomScorer
 from tasks import arith
 from tasks.grading import split_steps
 from tasks.sampling import prefix_prompt, prompt_for
@@ -62,6 +63,26 @@ def test_beam_counts_per_round_and_finished_beams_are_kept(generator, scorer):
         assert min(f.score for f in search.finals) >= max([n.score for n in finished[8:]], default=-1.0)
         assert all(n.kept for n in search.finals)
         assert search.finals, "every beam ends: by the answer, its tokens or the round limit"
+
+
+def test_beam_keeps_exactly_the_top_scored_live_beams(generator):
+    """With a scorer whose every score is known (a hash of the prefix), each round keeps the N/M live
+    children with the highest scores and no others: what makes beam search a search."""
+    scorer = RandomScorer(seed=7)
+    _, searches = _run("beam", generator, scorer, budget=8, width=2)
+    compared = 0
+    for search in searches.values():
+        for node in search.nodes:
+            assert node.score == pytest.approx(scorer.score([prompt_for(search.problem)], [list(node.steps)])[0][-1])
+        for depth in sorted({n.depth for n in search.nodes}):
+            live = [n for n in search.nodes if n.depth == depth and not n.finished]
+            if not live:
+                continue
+            kept = {n.node_id for n in live if n.kept}
+            top = {n.node_id for n in sorted(live, key=lambda n: n.score, reverse=True)[: 8 // 2]}
+            assert kept == top
+            compared += len(live) > 8 // 2  # rounds where the choice mattered
+    assert compared > 0
 
 
 def test_budget_accounting_adds_up(generator, scorer):

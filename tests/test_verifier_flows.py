@@ -50,6 +50,15 @@ def test_pipeline_labels_trains_scores_and_draws_curves(scored_workdir, smoke_co
         assert {a for r, a in rules if r == "weighted"} == {"last", "min", "prod", "mean"}
         ns = [n for (n,) in con.execute("SELECT DISTINCT n FROM verifier_curves WHERE level = 0 ORDER BY n").fetchall()]
         assert ns == [1, 2, 4, 8]
+        # every step of the bank and the labeled solutions (what score-bank finds stored) is checked
+        # exactly, and a candidate without an error that reaches an answer is right
+        unchecked = con.execute("SELECT count(*) FROM steps s JOIN candidates c USING (candidate_id) WHERE c.method "
+                                "IN ('sample', 'label') AND NOT EXISTS (SELECT 1 FROM step_truth t WHERE "
+                                "t.candidate_id = s.candidate_id AND t.step_index = s.step_index)").fetchall()[0][0]
+        assert unchecked == 0
+        assert con.execute("SELECT count(*) FROM candidates c JOIN (SELECT candidate_id FROM step_truth GROUP BY 1 "
+                           "HAVING count(error) = 0 AND bool_or(step_index = 0)) USING (candidate_id) "
+                           "WHERE NOT c.correct AND c.final_answer IS NOT NULL").fetchall()[0][0] == 0
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ttscale")
     (prm_run,) = client.search_runs([exp.experiment_id], "tags.stage = 'train-prm'")
@@ -58,6 +67,8 @@ def test_pipeline_labels_trains_scores_and_draws_curves(scored_workdir, smoke_co
     assert "verifier/weighted_last" in score_run.data.metrics
     assert len(client.get_metric_history(score_run.info.run_id, "verifier/majority")) == 4  # one point per N
     assert (workdir / "reports" / f"score-bank-{out['bank_id']}-{out['scorer_id']}.png").stat().st_size > 1000
+    report = (workdir / "reports" / f"score-bank-{out['bank_id']}-{out['scorer_id']}.md").read_text()
+    assert "| level | within-problem AUC | first-error AUC |" in report and "| first error | ranked first |" in report
 
 
 def test_registry_round_trip_scores_the_same(scored_workdir):
@@ -165,6 +176,10 @@ def test_pipeline_searches_and_stores_every_node(scored_workdir, smoke_config):
         curve = con.execute("SELECT strategy, budget, charged, accuracy, tokens_per_problem FROM accuracy_vs_budget "
                             "WHERE level = 0").fetchall()
         assert {(s, n) for s, n, *_ in curve} == {(s, n) for s in cfg.strategies for n in cfg.budgets}
-        assert all(0 <= acc <= 1 and tokens > 0 for *_, acc, tokens in curve)
+        raw = dict(((s, n), (acc, tokens)) for s, n, acc, tokens in con.execute(
+            "SELECT strategy, budget, avg(correct::INT), avg(prompt_tokens + generated_tokens) FROM selections "
+            "GROUP BY ALL").fetchall())  # one seed: the view's mean over seeds is the plain mean
+        for s, n, _, acc, tokens in curve:
+            assert (acc, tokens) == pytest.approx(raw[(s, n)]) and tokens > 0
         assert all(charged == 2 * n for s, n, charged, *_ in curve if s == "lookahead")
     assert list((workdir / "reports").glob("search-*.png"))

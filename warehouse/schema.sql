@@ -280,7 +280,7 @@ CREATE TABLE IF NOT EXISTS flops_exchange (
     ratio           DOUBLE NOT NULL,    -- R
     bin             INTEGER NOT NULL,
     matched_samples DOUBLE NOT NULL,    -- N = 3 (k - 1) / R + k, k = P_large / P_small
-    samples_used    INTEGER NOT NULL,   -- the largest power of two the bank serves within N
+    samples_used    DOUBLE NOT NULL,    -- the matched N, cut to the samples the bank holds for scoring
     lower_bound     BOOLEAN NOT NULL,   -- N exceeded the bank: the small model's figures are lower bounds
     problems        INTEGER NOT NULL,
     small_weighted  DOUBLE NOT NULL,    -- best-of-N weighted (PRM, last step)
@@ -309,4 +309,73 @@ CREATE TABLE IF NOT EXISTS policy_solutions (
     search_tokens     BIGINT NOT NULL,
     flops             DOUBLE NOT NULL,    -- estimate and search together
     PRIMARY KEY (run_id, problem_id)
+);
+
+-- Held-out outcome of the compute-optimal policy per problem, budget and CV split (the problem was in
+-- the fold the policy did not see), next to the baseline's outcome on the same problem at that budget.
+CREATE TABLE IF NOT EXISTS allocation_outcomes (
+    run_id        VARCHAR NOT NULL,
+    source        VARCHAR NOT NULL,   -- search | revisions
+    bin_kind      VARCHAR NOT NULL,   -- oracle | predicted
+    budget        INTEGER NOT NULL,
+    split         INTEGER NOT NULL,
+    problem_id    VARCHAR NOT NULL,
+    bin           INTEGER NOT NULL,
+    optimal       DOUBLE NOT NULL,    -- accuracy (share of seeds) of the strategy the held-out policy chose
+    baseline      DOUBLE NOT NULL,
+    baseline_name VARCHAR NOT NULL,
+    choosable     INTEGER NOT NULL,   -- different strategies the policy could choose at this budget (1 at N = 1)
+    PRIMARY KEY (run_id, source, bin_kind, budget, split, problem_id)
+);
+
+-- The FLOPs-matched exchange per problem: the small model's expected accuracy at its matched number of
+-- samples (read from bank samples disjoint from those that set the bins) and the larger model's greedy answer.
+CREATE TABLE IF NOT EXISTS exchange_outcomes (
+    run_id           VARCHAR NOT NULL,
+    ratio            DOUBLE NOT NULL,    -- R
+    verifier_charged BOOLEAN NOT NULL,   -- the PRM's labeling, training and scoring FLOPs charged to the small side
+    problem_id       VARCHAR NOT NULL,
+    bin              INTEGER NOT NULL,
+    samples          DOUBLE NOT NULL,    -- the matched N, exactly (subsets of any size are resampled)
+    small            DOUBLE NOT NULL,
+    large            DOUBLE NOT NULL,
+    PRIMARY KEY (run_id, ratio, verifier_charged, problem_id)
+);
+
+-- Every comparison behind the findings report: A (the side the paper says wins) vs B on the same problems
+-- at the same charged budget, the paired bootstrap interval of A - B, and the verdicts that follow.
+CREATE TABLE IF NOT EXISTS findings (
+    run_id             VARCHAR NOT NULL,   -- the report run
+    finding            INTEGER NOT NULL,   -- 1..6 (PAPER.md)
+    comparison         INTEGER NOT NULL,
+    claim              VARCHAR NOT NULL,   -- the part of the finding this comparison tests
+    a                  VARCHAR NOT NULL,
+    b                  VARCHAR NOT NULL,
+    stratum            VARCHAR NOT NULL,   -- all | level L | bin B
+    budget             DOUBLE NOT NULL,    -- charged budget on both sides
+    effect             DOUBLE NOT NULL,    -- mean per-problem A - B
+    lo                 DOUBLE NOT NULL,
+    hi                 DOUBLE NOT NULL,
+    confidence         DOUBLE NOT NULL,    -- 0.95, Bonferroni-widened for the claim's family
+    family             INTEGER NOT NULL,
+    problems           INTEGER NOT NULL,
+    detectable         DOUBLE NOT NULL,    -- smallest |A - B| these problems could show at 80% power
+    problems_to_decide INTEGER,            -- problems an effect of this size would need
+    unit               VARCHAR NOT NULL,   -- accuracy | log2 budget ratio
+    decides            BOOLEAN NOT NULL,   -- false: detail (per level), not part of the verdict
+    verdict            VARCHAR NOT NULL,   -- reproduced | contradicted | inconclusive | not measured
+    claim_verdict      VARCHAR NOT NULL,
+    finding_verdict    VARCHAR NOT NULL,
+    bank_id            VARCHAR,
+    scorer_id          VARCHAR,
+    PRIMARY KEY (run_id, finding, comparison)
+);
+
+-- Embedded task only: whether each stored step is right given the step before it (as written), and if
+-- not, why (tasks/arith.py STEP_ERRORS). For diagnosis and ceilings; never a training label or a selection.
+CREATE TABLE IF NOT EXISTS step_truth (
+    candidate_id VARCHAR NOT NULL,
+    step_index   INTEGER NOT NULL,
+    error        VARCHAR,            -- NULL: right; format | rule | copy | countdown | arithmetic | answer
+    PRIMARY KEY (candidate_id, step_index)
 );

@@ -92,12 +92,13 @@ WITH per_seed AS (
 ), pooled AS (
     SELECT scorer_id, strategy, width, lookahead, budget, charged, coalesce(level, 0) AS level,
            avg(accuracy) AS accuracy, min(accuracy) AS seed_min, max(accuracy) AS seed_max,
-           count(*) AS seeds, max(problems) AS problems, sum(problems) AS n, avg(tokens) AS tokens_per_problem,
+           count(*) AS seeds, max(problems) AS problems, max(problems) AS n, avg(tokens) AS tokens_per_problem,
            avg(flops) AS flops_per_problem
     FROM per_seed
     GROUP BY ALL
 )
--- lo/hi: a 95% Wilson interval over every (problem, seed) selection pooled.
+-- lo/hi: a 95% Wilson interval clustered by problem: n is the number of problems, not problems x seeds
+-- (a seed is a redraw of the same problem, not a new one).
 SELECT scorer_id, strategy, width, lookahead, budget, charged, level, accuracy, seed_min, seed_max, seeds, problems,
        least(accuracy, greatest(0.0, (accuracy + 1.9208 / n
              - 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n))) AS lo,
@@ -108,16 +109,16 @@ FROM pooled
 ORDER BY scorer_id, strategy, width, lookahead, level, budget;
 
 -- Accuracy per (N, L) and rule, overall (level 0) and per level, with a 95% Wilson
--- interval over the problems (times chain sets).
+-- interval clustered by problem (chain sets are redraws of the same problem, not new ones).
 CREATE OR REPLACE VIEW revision_curves AS
 WITH acc AS (
     SELECT s.chain_set_id, s.run_id, s.rule, s.budget, s.length, coalesce(p.level, 0) AS level,
-           avg(s.correct::INT) AS accuracy, count(*) AS n
+           avg(s.correct::INT) AS accuracy, count(*) AS selections, count(DISTINCT s.problem_id) AS n
     FROM revision_selections s JOIN problems p USING (problem_id)
     GROUP BY GROUPING SETS ((s.chain_set_id, s.run_id, s.rule, s.budget, s.length, p.level),
                             (s.chain_set_id, s.run_id, s.rule, s.budget, s.length))
 )
-SELECT chain_set_id, run_id, rule, level, budget, length, budget // length AS chains, accuracy, n AS selections,
+SELECT chain_set_id, run_id, rule, level, budget, length, budget // length AS chains, accuracy, selections,
        least(accuracy, greatest(0.0, (accuracy + 1.9208 / n
              - 1.96 * sqrt(accuracy * (1 - accuracy) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n))) AS lo,
        greatest(accuracy, least(1.0, (accuracy + 1.9208 / n
@@ -146,3 +147,15 @@ SELECT chain_set_id,
        count(*) FILTER (WHERE NOT before AND correct) AS incorrect_to_correct
 FROM pairs WHERE before IS NOT NULL
 GROUP BY chain_set_id;
+
+-- The findings of the most recent report: one row per finding with its verdict and strongest comparison.
+CREATE OR REPLACE VIEW latest_findings AS
+WITH latest AS (
+    SELECT f.* FROM findings f
+    WHERE f.run_id = (SELECT run_id FROM runs WHERE stage = 'report' AND status = 'finished'
+                      ORDER BY finished_at DESC LIMIT 1)
+)
+SELECT finding, any_value(finding_verdict) AS verdict, count(*) FILTER (WHERE decides) AS comparisons,
+       arg_max(a || ' vs ' || b || ' (' || stratum || ', N=' || budget || ')', CASE WHEN decides THEN lo ELSE -1e9 END)
+           AS strongest, max(lo) FILTER (WHERE decides) AS best_lo, min(problems) AS min_problems
+FROM latest GROUP BY finding ORDER BY finding;
