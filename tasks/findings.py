@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.comparison import Comparison, claim_verdict, finding_verdict, paired
+from tasks.comparison import NOT_MEASURED, Comparison, claim_verdict, finding_verdict, paired
 from tasks.metrics import powers_of_two
 from tasks.selection import ProblemCandidates, select, subset_masks
 from warehouse.store import Warehouse
@@ -275,9 +275,18 @@ def exchange_comparisons(rows: Sequence[dict], seed: int = 0) -> list[Comparison
 # ---- the table and the words --------------------------------------------------------------------------
 
 def findings_table_rows(findings: Sequence[Finding], run_id: str, ids: Mapping[str, str]) -> list[dict]:
-    """Rows of the warehouse `findings` table: one per comparison, with its claim's and finding's verdicts."""
+    """Rows of the warehouse `findings` table: one per comparison, with its claim's and finding's verdicts;
+    a finding with no comparison (its stage did not run) gets one 'not measured' row, so a query sees all six."""
     rows = []
     for f in findings:
+        if not f.comparisons:
+            rows.append({"run_id": run_id, "finding": f.number, "comparison": 0, "claim": f.claim, "a": "", "b": "",
+                         "stratum": "", "budget": 0.0, "effect": 0.0, "lo": 0.0, "hi": 0.0, "problems": 0,
+                         "detectable": 0.0, "family": 0, "confidence": 0.95, "unit": "accuracy", "decides": True,
+                         "verdict": NOT_MEASURED, "problems_to_decide": None, "claim_verdict": NOT_MEASURED,
+                         "finding_verdict": NOT_MEASURED, "bank_id": ids.get("bank_id"),
+                         "scorer_id": ids.get("scorer_id")})
+            continue
         claims = f.claims
         for i, c in enumerate(f.comparisons):
             rows.append({"run_id": run_id, "finding": f.number, "comparison": i, **{k: v for k, v in c.row().items()

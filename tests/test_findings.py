@@ -187,7 +187,9 @@ def test_the_table_rows_and_the_report_carry_every_comparison(tmp_path):
     f = Finding(2, (paired(ones, zeros, finding=2, claim="beam above", a_name="beam M=2", b_name="best-of-N",
                            budget=4),))
     rows = findings_table_rows([f, Finding(6, ())], "run", {"bank_id": "b", "scorer_id": "s"})
-    assert len(rows) == 1 and rows[0]["verdict"] == rows[0]["finding_verdict"] == REPRODUCED
+    assert len(rows) == 2 and rows[0]["verdict"] == rows[0]["finding_verdict"] == REPRODUCED
+    assert (rows[1]["finding"], rows[1]["finding_verdict"], rows[1]["problems"]) == (6, NOT_MEASURED, 0)
+    assert set(rows[0]) == set(rows[1])  # the same columns: one table
     text = findings_markdown([f, Finding(6, ())], "t", ["the `base` model stopped at its cap"], "forest.png")
     assert "| 2 |" in text and "**reproduced**" in text and "+1.000 [+1.000, +1.000]" in text
     assert "its stage did not run" in text and "Warning:" in text and "forest.png" in text
