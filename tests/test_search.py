@@ -69,7 +69,7 @@ def test_beam_keeps_exactly_the_top_scored_live_beams(generator):
     """With a scorer whose every score is known (a hash of the prefix), each round keeps the N/M live
     children with the highest scores and no others: what makes beam search a search."""
     scorer = RandomScorer(seed=7)
-    _, searches = _run("beam", generator, scorer, budget=8, width=2)
+    _, searches = _run("beam", generator, scorer, budget=4, width=2)
     compared = 0
     for search in searches.values():
         for node in search.nodes:
@@ -79,9 +79,9 @@ def test_beam_keeps_exactly_the_top_scored_live_beams(generator):
             if not live:
                 continue
             kept = {n.node_id for n in live if n.kept}
-            top = {n.node_id for n in sorted(live, key=lambda n: n.score, reverse=True)[: 8 // 2]}
+            top = {n.node_id for n in sorted(live, key=lambda n: n.score, reverse=True)[: 4 // 2]}
             assert kept == top
-            compared += len(live) > 8 // 2  # rounds where the choice mattered
+            compared += len(live) > 4 // 2  # rounds where the choice mattered
     assert compared > 0
 
 
