@@ -22,8 +22,9 @@ from flows.score_bank import candidates_by_problem
 from flows.stage import stage_run
 from tasks.allocation import budget_ratio
 from tasks.findings import (Finding, allocation_comparisons, easy_and_hard, exchange_comparisons,
-                            findings_table_rows, problem_levels, revision_comparisons, revision_outcomes,
-                            search_comparisons, search_outcomes, verifier_budgets, verifier_comparisons)
+                            findings_table_rows, problem_levels, revision_comparisons, search_comparisons,
+                            stored_revision_outcomes, stored_search_outcomes, verifier_budgets,
+                            verifier_comparisons)
 from tasks.findings_report import findings_markdown, plot_forest
 from tasks.revision_report import RevisionFindings
 from tasks.sampling import stable_hash
@@ -71,22 +72,21 @@ def report(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
                                                        config.scoring.resamples, seed) if scored else ()))]
 
         # 2 and 3: search selections, per problem and seed
-        rows = wh.query("SELECT strategy, width, lookahead, charged, seed, problem_id, correct FROM selections "
-                        "WHERE scorer_id = ?", [scorer_id]).to_pylist()
-        search = search_comparisons(search_outcomes(rows), levels, easy, seed) if rows else []
+        outcomes = stored_search_outcomes(wh, scorer_id)
+        search = search_comparisons(outcomes, levels, easy, seed) if outcomes else []
         found += [Finding(2, tuple(c for c in search if c.finding == 2)),
                   Finding(3, tuple(c for c in search if c.finding == 3))]
 
         # 4: the revision sweep, per problem and chain set
         try:
             chain_set_id, sweep_run, _, _ = sweep_ids(config, wd)
-            rows = wh.query("SELECT rule, budget, length, chain_set, problem_id, correct FROM revision_selections "
-                            "WHERE chain_set_id = ? AND run_id = ?", [chain_set_id, sweep_run]).to_pylist()
-            problems = sorted({r["problem_id"] for r in rows})
+            problems = sorted({r["problem_id"] for r in wh.query(
+                "SELECT DISTINCT problem_id FROM revision_selections WHERE chain_set_id = ? AND run_id = ?",
+                [chain_set_id, sweep_run]).to_pylist()})
             revision = RevisionFindings.read(wh, chain_set_id, sweep_run, problems, bank, config.revisions.chains.rule)
-            comparisons = revision_comparisons(revision_outcomes(rows, revision.rule), levels, easy, hard,
-                                               revision.rule, seed) if rows else []
-            found.append(Finding(4, tuple(comparisons), tuple(revision.measurements()) if rows else ()))
+            outcomes = stored_revision_outcomes(wh, chain_set_id, sweep_run, revision.rule)
+            comparisons = revision_comparisons(outcomes, levels, easy, hard, revision.rule, seed) if problems else []
+            found.append(Finding(4, tuple(comparisons), tuple(revision.measurements()) if problems else ()))
         except FileNotFoundError:  # no revision model in this workdir
             found.append(Finding(4, ()))
 

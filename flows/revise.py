@@ -26,7 +26,7 @@ from flows.train_reviser import reviser_dir
 from models.generator import open_generator
 from models.prm import StepScorer
 from models.scorers import open_scorer
-from tasks.findings import easy_and_hard, problem_levels, revision_comparisons, revision_outcomes
+from tasks.findings import easy_and_hard, problem_levels, revision_comparisons, stored_revision_outcomes
 from tasks.findings_report import comparison_lines
 from tasks.grading import split_steps
 from tasks.problems import Problem, load_problems
@@ -140,10 +140,8 @@ def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
             bank = bank_id(fingerprint(base_dir), sampling_spec(config.bank))
             found = RevisionFindings.read(wh, chain_set_id, run_id, [p.problem_id for p in problems], bank, cfg.rule)
             easy, hard = easy_and_hard(wh, bank)
-            selected = wh.query("SELECT rule, budget, length, chain_set, problem_id, correct FROM revision_selections "
-                                "WHERE chain_set_id = ? AND run_id = ?", [chain_set_id, run_id]).to_pylist()
-            comparisons = revision_comparisons(revision_outcomes(selected, found.rule), problem_levels(wh), easy, hard,
-                                               found.rule, config.allocation.seed)
+            comparisons = revision_comparisons(stored_revision_outcomes(wh, chain_set_id, run_id, found.rule),
+                                               problem_levels(wh), easy, hard, found.rule, config.allocation.seed)
             log_metrics(ml_id, revision_metrics(found))
             plot = plot_heatmaps(found, wd.reports / f"{STAGE}-{chain_set_id}.png")
             publish_report(wd.reports, f"{STAGE}-{chain_set_id}",

@@ -31,7 +31,7 @@ from tasks.sampling import bank_id, prompt_for, stable_hash
 from tasks.selection import AGGREGATIONS, ProblemCandidates, aggregate, curves
 from tasks.tracking import log_metrics, publish_report, registered_model_path
 from tasks.verifier_report import (Quality, curve_metrics, curves_markdown, curves_table, diagnose, plot_curves,
-                                   points_from_table, within_problem_auc)
+                                   points_from_table)
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, read_record
 from warehouse.store import Warehouse
 
@@ -86,11 +86,6 @@ def unscored(wh: Warehouse, bank: str, scorer_id: str) -> list[dict]:
            GROUP BY c.candidate_id, c.problem_id ORDER BY c.problem_id, c.candidate_id""",
         [bank, scorer_id],
     ).to_pylist()
-
-
-def bank_candidates(wh: Warehouse, bank: str, scorer_id: str) -> list[tuple[int, ProblemCandidates]]:
-    """Per problem: (level, its candidates), as the curves take them."""
-    return list(candidates_by_problem(wh, bank, scorer_id).values())
 
 
 def candidates_by_problem(wh: Warehouse, bank: str, scorer_id: str) -> dict[str, tuple[int, ProblemCandidates]]:
@@ -152,9 +147,9 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
                 fill_step_truth(wh, problems)
             diagnosis = diagnose(wh.query(DIAGNOSIS_SQL, [scorer_id, bank]).to_pylist(), cfg.aggregation)
             wh.insert("metrics", diagnosis.metrics_table(run_id))
-            candidates = bank_candidates(wh, bank, scorer_id)
-            bank_auc = within_problem_auc(candidates, cfg.aggregation)
-            points = curves(candidates, cfg.resamples, seed=config.bank.seed)
+            by_problem = candidates_by_problem(wh, bank, scorer_id)  # read once: curves and comparisons
+            bank_auc = diagnosis.within_auc.get(0, float("nan"))
+            points = curves(list(by_problem.values()), cfg.resamples, seed=config.bank.seed)
             with wh.transaction():  # derived data: replaced whole, so a new resample count takes effect
                 wh.con.execute("DELETE FROM selection_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id])
                 wh.insert("selection_curves", curves_table(points, bank, scorer_id, run_id, cfg.resamples))
@@ -164,14 +159,12 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
             cost = wh.query("SELECT count(*) AS candidates, sum(scored_tokens) AS tokens FROM candidate_scores "
                             "WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]).to_pylist()[0]
             per_level = [(name if level == 0 else f"{name}/level_{level}", v, 0)
-                         for name, level, v in diagnosis.metrics() if v == v and (name, level) != ("within_problem_auc", 0)]
-            log_metrics(ml_id, curve_metrics(points) + per_level + [("within_problem_auc", bank_auc, 0),
-                                                                   ("scored_candidates", cost["candidates"], 0),
+                         for name, level, v in diagnosis.metrics() if v == v]
+            log_metrics(ml_id, curve_metrics(points) + per_level + [("scored_candidates", cost["candidates"], 0),
                                                                    ("scored_tokens", float(cost["tokens"] or 0), 0)])
             plot = plot_curves(points, wd.reports / f"{STAGE}-{bank}-{scorer_id}.png", cfg.aggregation)
-            comparisons = verifier_comparisons(candidates_by_problem(wh, bank, scorer_id),
-                                               verifier_budgets(config.bank.n), cfg.aggregation, cfg.resamples,
-                                               config.bank.seed)
+            comparisons = verifier_comparisons(by_problem, verifier_budgets(config.bank.n), cfg.aggregation,
+                                               cfg.resamples, config.bank.seed)
             markdown = curves_markdown(points, f"Verifier curves: bank {bank}, scorer {scorer_id} ({config.name})",
                                        quality, bank_auc, comparison_lines(comparisons))
             markdown += "\n" + "\n".join(diagnosis.markdown()) + "\n"

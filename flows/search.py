@@ -26,7 +26,7 @@ from flows.stage import stage_run
 from models.generator import Generator, open_generator
 from models.prm import StepScorer
 from models.scorers import open_scorer
-from tasks.findings import easy_and_hard, problem_levels, search_comparisons, search_outcomes
+from tasks.findings import easy_and_hard, problem_levels, search_comparisons, stored_search_outcomes
 from tasks.findings_report import comparison_lines
 from tasks.problems import Problem, load_problems
 from tasks.sampling import bank_id, problems_table, stable_hash
@@ -102,10 +102,9 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
             curve = wh.query("SELECT * FROM accuracy_vs_budget WHERE scorer_id = ?", [scorer_id]).to_pylist()
             log_metrics(ml_id, search_metrics(curve))
             plot = plot_search(curve, wd.reports / f"{STAGE}-{scorer_id}.png")
-            rows = wh.query("SELECT strategy, width, lookahead, charged, seed, problem_id, correct FROM selections "
-                            "WHERE scorer_id = ?", [scorer_id]).to_pylist()
             easy, _ = easy_and_hard(wh, bank_id(fingerprint(model_dir), sampling_spec(config.bank)))
-            comparisons = search_comparisons(search_outcomes(rows), problem_levels(wh), easy, config.allocation.seed)
+            comparisons = search_comparisons(stored_search_outcomes(wh, scorer_id), problem_levels(wh), easy,
+                                             config.allocation.seed)
             markdown = search_markdown(curve, f"Search against the PRM ({config.name}, scorer {scorer_id})",
                                        comparison_lines(comparisons))
             publish_report(wd.reports, f"{STAGE}-{scorer_id}", markdown, plot, "search-curves",

@@ -22,6 +22,7 @@ import numpy as np
 
 from tasks.comparison import NOT_MEASURED, Comparison, claim_verdict, finding_verdict, paired
 from tasks.metrics import powers_of_two
+from tasks.search_report import variant
 from tasks.selection import ProblemCandidates, select, subset_masks
 from warehouse.store import Warehouse
 
@@ -123,18 +124,19 @@ def _only(outcomes: Outcomes, members: set[str]) -> Outcomes:
 
 # ---- 2 and 3: search ----------------------------------------------------------------------------------
 
-def search_label(strategy: str, width: int, lookahead: int) -> str:
-    return {"majority": "majority", "best_of_n": "best-of-N", "beam": f"beam M={width}", "dvts": f"DVTS M={width}",
-            "lookahead": f"lookahead M={width} k={lookahead}"}[strategy]
-
-
 def search_outcomes(rows: Sequence[dict]) -> dict[tuple[str, int], Outcomes]:
     """`selections` rows -> (variant label, charged budget) -> problem -> one outcome per seed."""
     out: dict[tuple[str, int], Outcomes] = defaultdict(lambda: defaultdict(list))
     for r in rows:
-        out[(search_label(r["strategy"], r["width"], r["lookahead"]), int(r["charged"]))][r["problem_id"]].append(
+        out[(variant(r), int(r["charged"]))][r["problem_id"]].append(
             float(r["correct"]))
     return {k: dict(v) for k, v in out.items()}
+
+
+def stored_search_outcomes(wh: Warehouse, scorer_id: str) -> dict[tuple[str, int], Outcomes]:
+    """Every stored search selection of this scorer, as search_outcomes takes them."""
+    return search_outcomes(wh.query("SELECT strategy, width, lookahead, charged, seed, problem_id, correct "
+                                    "FROM selections WHERE scorer_id = ?", [scorer_id]).to_pylist())
 
 
 def search_comparisons(outcomes: Mapping[tuple[str, int], Outcomes], levels: Mapping[str, int],
@@ -180,6 +182,14 @@ def revision_outcomes(rows: Sequence[dict], rule: str) -> dict[tuple[int, int], 
         if r["rule"] == rule:
             out[(int(r["budget"]), int(r["length"]))][r["problem_id"]].append(float(r["correct"]))
     return {k: dict(v) for k, v in out.items()}
+
+
+def stored_revision_outcomes(wh: Warehouse, chain_set_id: str, run_id: str, rule: str
+                             ) -> dict[tuple[int, int], Outcomes]:
+    """One revision sweep's stored selections under `rule`, as revision_outcomes takes them."""
+    return revision_outcomes(wh.query("SELECT rule, budget, length, chain_set, problem_id, correct FROM "
+                                      "revision_selections WHERE chain_set_id = ? AND run_id = ?",
+                                      [chain_set_id, run_id]).to_pylist(), rule)
 
 
 def revision_comparisons(outcomes: Mapping[tuple[int, int], Outcomes], levels: Mapping[str, int],

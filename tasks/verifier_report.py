@@ -22,7 +22,7 @@ import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from tasks.selection import CurvePoint, ProblemCandidates  # noqa: E402
+from tasks.selection import CurvePoint, aggregate  # noqa: E402
 
 RULE_STYLE = {"oracle": ("pass@N (oracle)", "k", ":"), "majority": ("majority", "C1", "-"),
               "weighted": ("best-of-N weighted", "C2", "-"), "best_of_n": ("best-of-N", "C3", "--")}
@@ -58,15 +58,6 @@ def quality(predictions: Sequence[float], labels: Sequence[float], n_bins: int =
             bins.append((float(pred[sel].mean()), float(gold[sel].mean()), int(sel.sum())))
             ece += sel.mean() * abs(pred[sel].mean() - gold[sel].mean())
     return Quality(auc, float(ece), float(((pred - gold) ** 2).mean()), len(pred), bins)
-
-
-def within_problem_auc(problems: Sequence[tuple[int, ProblemCandidates]], aggregation: str = "last") -> float:
-    """Mean over problems with both right and wrong candidates of the AUC of candidate scores vs
-    correctness: what selection needs. A PRM that only knows how hard a problem is scores 0.5
-    here however high its step AUC across problems."""
-    aucs = [roc_auc_score(pc.correct, pc.scores[aggregation]) for _, pc in problems
-            if 0 < pc.correct.sum() < len(pc.correct)]
-    return float(np.mean(aucs)) if aucs else float("nan")
 
 
 def plot_calibration(q: Quality, path: Path) -> Path:
@@ -197,10 +188,6 @@ def diagnose(rows: Sequence[dict], aggregation: str = "last") -> Diagnosis:
     for r in rows:
         by_problem.setdefault(r["problem_id"], []).append(r)
 
-    def agg(r: dict) -> float:
-        s = np.asarray(r["scores"] or [0.0], float)
-        return float({"last": s[-1], "min": s.min(), "prod": s.prod(), "mean": s.mean()}[aggregation])
-
     within: dict[int, list[float]] = {}
     first: dict[int, tuple[list[int], list[float]]] = {}
     ranked_first: list[str] = []
@@ -208,7 +195,7 @@ def diagnose(rows: Sequence[dict], aggregation: str = "last") -> Diagnosis:
     for members in by_problem.values():
         level = members[0]["level"]
         correct = np.array([bool(r["correct"]) for r in members])
-        scores = np.array([agg(r) for r in members])
+        scores = np.array([aggregate(r["scores"] or [], aggregation) for r in members])
         if 0 < correct.sum() < len(correct):
             auc = float(roc_auc_score(correct, scores))
             within.setdefault(level, []).append(auc)
