@@ -153,6 +153,12 @@ class ScoreConfig(Frozen):
         default=None, description="external PRMs: text appended after each step and read there (e.g. '<extra_0>')")
     aggregation: Literal["last", "min", "prod", "mean"] = Field(
         default="last", description="step scores to one candidate score (the paper's best: last)")
+    baselines: list[Literal["trained", "confidence", "oracle", "random"]] = Field(
+        default_factory=lambda: ["confidence", "oracle"],
+        description="scorers that need no training, also run over the bank so every curve and within-problem "
+        "AUC has them beside the main scorer: trained (this workdir's PRM, when the main scorer is another), "
+        "confidence (the generator's own token probabilities, the baseline a PRM "
+        "must beat), oracle (exact step checks, the embedded task's ceiling; skipped on other tasks), random")
     resamples: int = Field(default=400, ge=10, description="subsets drawn per budget for the curves")
     problems_per_chunk: int = Field(default=50, ge=1)
     threads: int = Field(default=2, ge=1)

@@ -23,7 +23,6 @@ from flows.difficulty import difficulty_ids
 from flows.score_bank import candidates_by_problem, resolve_prm
 from flows.stage import stage_run
 from models.generator import SamplingSpec, open_generator
-from models.scorers import RANDOM, scorer_parameters
 from tasks.allocation import cross_validate
 from tasks.comparison import paired
 from tasks.difficulty import quantile_bins
@@ -55,11 +54,11 @@ def trained_size(record: dict | None, name: str, wd: Workdir) -> tuple[float, fl
 
 def verifier_cost(wh: Warehouse, wd: Workdir, config: PipelineConfig) -> tuple[float, float]:
     """(PRM parameters, the FLOPs its labels and training cost): what charging the verifier adds."""
-    prm_dir = resolve_prm(config.scoring.prm, wd)
-    record = {} if prm_dir == RANDOM else read_record(prm_dir) or {}
+    source = resolve_prm(config.scoring.prm, wd, config.generator)
+    record = source.record()
     labels = wh.query("SELECT coalesce(sum(flops), 0) AS flops FROM labeling_cost WHERE label_bank_id = ?",
                       [record.get("label_bank_id", "")]).to_pylist()[0]["flops"]
-    params = float(record.get("n_params") or scorer_parameters(prm_dir))
+    params = float(record.get("n_params") or source.parameters())
     return params, float(labels) + float(record.get("train_flops", 0.0))
 
 

@@ -35,8 +35,9 @@ def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_W
         out["base_model"] = train_base(config, workdir)
     # 2. The sample bank: N graded candidates per test problem, pass@k curves.
     out["bank_id"] = sample_bank(config, workdir)
-    # An external PRM (scoring.prm = a path or models:/NAME/VERSION) needs neither 3 nor 4.
-    if config.scoring.prm == "trained":
+    # An external PRM (scoring.prm = a path or models:/NAME/VERSION) or a scorer without training
+    # (confidence, oracle, random) needs neither 3 nor 4, unless the trained PRM is a baseline beside it.
+    if "trained" in (config.scoring.prm, *config.scoring.baselines):
         # 3. Monte-Carlo step labels on the train split: the PRM's training data.
         out["label_bank_id"] = label_steps(config, workdir)
         # 4. The PRM: the base model with a scalar head, trained on the soft labels.

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
@@ -25,7 +24,7 @@ from flows.train_orm import chain_set_key, chain_spec, run_chains
 from flows.train_reviser import reviser_dir
 from models.generator import open_generator
 from models.prm import StepScorer
-from models.scorers import open_scorer
+from models.scorers import ScorerSource, open_scorer
 from tasks.findings import easy_and_hard, problem_levels, revision_comparisons, stored_revision_outcomes
 from tasks.findings_report import comparison_lines
 from tasks.grading import split_steps
@@ -62,13 +61,13 @@ def score_attempts(wh: Warehouse, chain_set_id: str, verifier: str, scorer: Step
     return len(rows)
 
 
-def verifiers(config: PipelineConfig, wd: Workdir) -> dict[str, tuple[Path, str | None, Callable[[str], list[str]]]]:
+def verifiers(config: PipelineConfig, wd: Workdir) -> dict[str, tuple[ScorerSource, str | None, Callable[[str], list[str]]]]:
     """verifier -> (weights, step separator, how an attempt becomes steps). The PRM joins when one exists."""
-    out = {"orm": (wd.models / "orm", None, lambda text: [text])}
-    if not out["orm"][0].is_dir():
-        raise FileNotFoundError(f"no ORM at {out['orm'][0]}: run `ttscale train-orm` first")
+    out = {"orm": (ScorerSource("prm", wd.models / "orm"), None, lambda text: [text])}
+    if not out["orm"][0].path.is_dir():
+        raise FileNotFoundError(f"no ORM at {out['orm'][0].path}: run `ttscale train-orm` first")
     try:
-        out["prm"] = (resolve_prm(config.scoring.prm, wd), config.scoring.step_separator, split_steps)
+        out["prm"] = (resolve_prm(config.scoring.prm, wd, config.generator), config.scoring.step_separator, split_steps)
     except (FileNotFoundError, ValueError):
         pass  # no PRM in this workdir: the sweep runs with the ORM and majority only
     return out

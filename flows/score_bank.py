@@ -10,6 +10,8 @@ and publish them to the warehouse, MLflow and the Prefect UI.
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -18,21 +20,21 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import PipelineConfig
+from configs.schema import GeneratorConfig, PipelineConfig
 from flows.sample_bank import sampling_spec
 from flows.stage import stage_run
 from models.prm import StepScorer
-from models.scorers import RANDOM, ScorerSource, open_scorer
+from models.scorers import CONFIDENCE, ORACLE, RANDOM, ScorerSource, open_scorer
 from tasks import arith
 from tasks.findings import verifier_budgets, verifier_comparisons
 from tasks.findings_report import comparison_lines
 from tasks.problems import Problem, load_problems
 from tasks.sampling import bank_id, prompt_for, stable_hash
-from tasks.selection import AGGREGATIONS, ProblemCandidates, aggregate, curves
+from tasks.selection import AGGREGATIONS, CurvePoint, ProblemCandidates, aggregate, curves
 from tasks.tracking import log_metrics, publish_report, registered_model_path
-from tasks.verifier_report import (Quality, curve_metrics, curves_markdown, curves_table, diagnose, plot_curves,
-                                   points_from_table)
-from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, read_record
+from tasks.verifier_report import (Diagnosis, Quality, curve_metrics, curves_markdown, curves_table, diagnose,
+                                   plot_curves, points_from_table)
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from warehouse.store import Warehouse
 
 STAGE = "score-bank"
@@ -40,28 +42,30 @@ SCORE_SCHEMA = pa.schema([("scorer_id", pa.string()), ("candidate_id", pa.string
                           ("run_id", pa.string()), ("score", pa.float64()), ("prefix_tokens", pa.int32())])
 
 
-def resolve_prm(spec: str, wd: Workdir) -> ScorerSource:
-    """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; 'random' -> the null
-    scorer; else a local folder."""
-    if spec == RANDOM:
-        return RANDOM
+def resolve_prm(spec: str, wd: Workdir, generator: GeneratorConfig = GeneratorConfig()) -> ScorerSource:
+    """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; 'random' / 'oracle' ->
+    the scorers that need no weights; 'confidence' -> the generator's folder; else a local folder."""
+    if spec in (RANDOM, ORACLE):
+        return ScorerSource(spec)
+    if spec == CONFIDENCE:
+        return ScorerSource(CONFIDENCE, wd.require_model(generator.model), generator.chat_template)
     if spec == "trained":
         path = wd.models / "prm"
         if not path.is_dir():
             raise FileNotFoundError(f"no trained PRM at {path}: run `ttscale train-prm` first")
-        return path
+        return ScorerSource("prm", path)
     if spec.startswith("models:/"):
         mlflow.set_tracking_uri(wd.mlflow_uri)
-        return registered_model_path(spec)
+        return ScorerSource("prm", registered_model_path(spec))
     path = Path(spec).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"scoring.prm: no PRM folder at {path}")
-    return path
+    return ScorerSource("prm", path)
 
 
-def scorer_key(prm_dir: ScorerSource, step_separator: str | None) -> str:
-    """A scorer is one PRM's weights plus how steps are presented to it (or the random scorer)."""
-    return stable_hash("scorer", RANDOM if prm_dir == RANDOM else fingerprint(Path(prm_dir)), step_separator)
+def scorer_key(source: ScorerSource, step_separator: str | None) -> str:
+    """A scorer is one PRM's weights plus how steps are presented to it (or a scorer without training)."""
+    return stable_hash("scorer", source.identity(), step_separator)
 
 
 @task(cache_policy=NO_CACHE)
@@ -109,70 +113,132 @@ def candidates_by_problem(wh: Warehouse, bank: str, scorer_id: str) -> dict[str,
     return out
 
 
+@dataclass(frozen=True)
+class Measured:
+    """One scorer over the bank: what it knows within a problem, and the curves it gives."""
+
+    name: str
+    scorer_id: str
+    diagnosis: Diagnosis
+    by_problem: dict[str, tuple[int, ProblemCandidates]]
+    points: list[CurvePoint]
+
+
+def score_and_measure(wh: Warehouse, source: ScorerSource, name: str, bank: str, config: PipelineConfig,
+                      problems: dict[str, Problem], run_id: str) -> Measured:
+    """Score the bank's candidates this scorer has not scored (chunk by chunk, each one transaction),
+    then diagnose it against step truth and store its curves (replaced whole: derived data)."""
+    cfg = config.scoring
+    scorer_id = scorer_key(source, cfg.step_separator)
+    todo = unscored(wh, bank, scorer_id)
+    get_run_logger().info("scorer %s (%s): %d candidates of bank %s to score", name, scorer_id, len(todo), bank)
+    if todo:
+        scorer = open_scorer(source, cfg)
+        grouped: dict[str, list[dict]] = defaultdict(list)
+        for r in todo:
+            grouped[r["problem_id"]].append(r)
+        ids = list(grouped)
+        chunks = [ids[i : i + cfg.problems_per_chunk] for i in range(0, len(ids), cfg.problems_per_chunk)]
+        for chunk in tqdm(chunks, desc=f"{STAGE} ({name})", unit="chunk"):
+            table = score_chunk(scorer, [r for pid in chunk for r in grouped[pid]], problems, scorer_id, run_id)
+            with wh.transaction():
+                wh.insert("step_scores", table)
+    diagnosis = diagnose(wh.query(DIAGNOSIS_SQL, [scorer_id, bank]).to_pylist(), cfg.aggregation)
+    by_problem = candidates_by_problem(wh, bank, scorer_id)  # read once: curves and comparisons
+    points = curves(list(by_problem.values()), cfg.resamples, seed=config.bank.seed)
+    with wh.transaction():
+        wh.con.execute("DELETE FROM selection_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id])
+        wh.insert("selection_curves", curves_table(points, bank, scorer_id, run_id, cfg.resamples))
+    points = points_from_table(wh.query(
+        "SELECT * FROM verifier_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]))
+    return Measured(name, scorer_id, diagnosis, by_problem, points)
+
+
+def baseline_sources(config: PipelineConfig, wd: Workdir, main: ScorerSource) -> dict[str, ScorerSource]:
+    """The configured baselines this task allows, without the one that is already the main scorer."""
+    out = {}
+    for name in config.scoring.baselines:
+        if name == ORACLE and config.task.kind != "arith":
+            get_run_logger().info("no oracle baseline: only the embedded task has exact step checks")
+            continue
+        source = resolve_prm(name, wd, config.generator)
+        if source != main:
+            out[name] = source
+    return out
+
+
 @flow(name=STAGE, log_prints=True)
 def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
-    """Score the bank with the configured PRM and write verifier curves; returns the scorer id."""
+    """Score the bank with the configured PRM (and the baselines) and write verifier curves; returns the
+    scorer id."""
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)
     bank = bank_id(fingerprint(model_dir), sampling_spec(config.bank))
-    prm_dir = resolve_prm(config.scoring.prm, wd)
-    scorer_id = scorer_key(prm_dir, config.scoring.step_separator)
-    run_id = stable_hash(STAGE, bank, scorer_id, config.scoring.resamples)
+    source = resolve_prm(config.scoring.prm, wd, config.generator)
+    baselines = baseline_sources(config, wd, source)
+    scorer_id = scorer_key(source, config.scoring.step_separator)
+    run_id = stable_hash(STAGE, bank, scorer_id, config.scoring.resamples,
+                         *[scorer_key(b, config.scoring.step_separator) for b in baselines.values()])
     problems = {p.problem_id: p for p in load_problems(config.task)}
     cfg = config.scoring
     with Warehouse(wd.warehouse) as wh:
         if not wh.query("SELECT 1 FROM candidates WHERE bank_id = ? LIMIT 1", [bank]).num_rows:
             raise ValueError(f"bank {bank} is empty: run `ttscale sample-bank` first")
-        todo = unscored(wh, bank, scorer_id)
-        logger.info("scorer %s (%s): %d candidates of bank %s to score", scorer_id, prm_dir, len(todo), bank)
-        if not todo and wh.is_finished(run_id):
+        if wh.is_finished(run_id) and not unscored(wh, bank, scorer_id):
             logger.info("nothing new to score; the curves are in the warehouse and MLflow")
             return scorer_id
-        with stage_run(wh, wd, STAGE, run_id, config, {"scoring": cfg.model_dump(), "prm_dir": str(prm_dir)},
+        with stage_run(wh, wd, STAGE, run_id, config, {"scoring": cfg.model_dump(), "source": str(source)},
                        {"bank_id": bank, "scorer_id": scorer_id}) as ml_id:
-            if todo:
-                scorer = open_scorer(prm_dir, cfg)
-                by_problem: dict[str, list[dict]] = defaultdict(list)
-                for r in todo:
-                    by_problem[r["problem_id"]].append(r)
-                ids = list(by_problem)
-                chunks = [ids[i : i + cfg.problems_per_chunk] for i in range(0, len(ids), cfg.problems_per_chunk)]
-                for chunk in tqdm(chunks, desc=STAGE, unit="chunk"):
-                    table = score_chunk(scorer, [r for pid in chunk for r in by_problem[pid]], problems,
-                                        scorer_id, run_id)
-                    with wh.transaction():
-                        wh.insert("step_scores", table)
             if config.task.kind == "arith":
                 fill_step_truth(wh, problems)
-            diagnosis = diagnose(wh.query(DIAGNOSIS_SQL, [scorer_id, bank]).to_pylist(), cfg.aggregation)
-            wh.insert("metrics", diagnosis.metrics_table(run_id))
-            by_problem = candidates_by_problem(wh, bank, scorer_id)  # read once: curves and comparisons
-            bank_auc = diagnosis.within_auc.get(0, float("nan"))
-            points = curves(list(by_problem.values()), cfg.resamples, seed=config.bank.seed)
-            with wh.transaction():  # derived data: replaced whole, so a new resample count takes effect
-                wh.con.execute("DELETE FROM selection_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id])
-                wh.insert("selection_curves", curves_table(points, bank, scorer_id, run_id, cfg.resamples))
-            points = points_from_table(wh.query(
-                "SELECT * FROM verifier_curves WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]))
-            quality = _prm_quality(wh, prm_dir)
+            main = score_and_measure(wh, source, config.scoring.prm, bank, config, problems, run_id)
+            others = [score_and_measure(wh, s, name, bank, config, problems, run_id) for name, s in baselines.items()]
+            wh.insert("metrics", main.diagnosis.metrics_table(run_id))
+            for o in others:
+                wh.insert("metrics", o.diagnosis.metrics_table(run_id, prefix=f"baseline/{o.name}/"))
+            quality = _prm_quality(wh, source)
             cost = wh.query("SELECT count(*) AS candidates, sum(scored_tokens) AS tokens FROM candidate_scores "
                             "WHERE bank_id = ? AND scorer_id = ?", [bank, scorer_id]).to_pylist()[0]
-            per_level = [(name if level == 0 else f"{name}/level_{level}", v, 0)
-                         for name, level, v in diagnosis.metrics() if v == v]
-            log_metrics(ml_id, curve_metrics(points) + per_level + [("scored_candidates", cost["candidates"], 0),
-                                                                   ("scored_tokens", float(cost["tokens"] or 0), 0)])
-            plot = plot_curves(points, wd.reports / f"{STAGE}-{bank}-{scorer_id}.png", cfg.aggregation)
-            comparisons = verifier_comparisons(by_problem, verifier_budgets(config.bank.n), cfg.aggregation,
+            per_scorer = [(f"{prefix}{n}" if level == 0 else f"{prefix}{n}/level_{level}", v, 0)
+                          for m, prefix in [(main, "")] + [(o, f"baseline/{o.name}/") for o in others]
+                          for n, level, v in m.diagnosis.metrics() if v == v]
+            log_metrics(ml_id, curve_metrics(main.points) + per_scorer
+                        + [m for o in others for m in curve_metrics(o.points, prefix=f"baseline/{o.name}/")]
+                        + [("scored_candidates", cost["candidates"], 0),
+                           ("scored_tokens", float(cost["tokens"] or 0), 0)])
+            plot = plot_curves(main.points, wd.reports / f"{STAGE}-{bank}-{scorer_id}.png", cfg.aggregation,
+                               {o.name: o.points for o in others})
+            comparisons = verifier_comparisons(main.by_problem, verifier_budgets(config.bank.n), cfg.aggregation,
                                                cfg.resamples, config.bank.seed)
-            markdown = curves_markdown(points, f"Verifier curves: bank {bank}, scorer {scorer_id} ({config.name})",
-                                       quality, bank_auc, comparison_lines(comparisons))
-            markdown += "\n" + "\n".join(diagnosis.markdown()) + "\n"
+            markdown = curves_markdown(main.points, f"Verifier curves: bank {bank}, scorer {scorer_id} ({config.name})",
+                                       quality, main.diagnosis.within_auc.get(0, float("nan")),
+                                       comparison_lines(comparisons))
+            markdown += "\n" + "\n".join(main.diagnosis.markdown()) + "\n"
+            if others:
+                markdown += "\n" + "\n".join(baselines_markdown(main, others, cfg.aggregation)) + "\n"
             publish_report(wd.reports, f"{STAGE}-{bank}-{scorer_id}", markdown, plot, "verifier-curves",
                            f"accuracy vs N by selection rule, bank {bank}")
     logger.info("verifier curves for bank %s, scorer %s: report at %s", bank, scorer_id, wd.reports)
     return scorer_id
 
+
+def baselines_markdown(main: Measured, others: Sequence[Measured], aggregation: str) -> list[str]:
+    """The PRM beside the scorers that need no training: within-problem AUC and best-of-N weighted per level."""
+    everyone = [main, *others]
+    levels = sorted({p.level for p in main.points} | set(main.diagnosis.within_auc))
+    n_max = max(p.n for p in main.points)
+    lines = [f"Against the baselines (within-problem AUC; best-of-N weighted ({aggregation}) at N = {n_max}):", "",
+             "| level | " + " | ".join(m.name for m in everyone) + " |", "|---|" + "---|" * len(everyone)]
+    for level in levels:
+        cells = []
+        for m in everyone:
+            auc = m.diagnosis.within_auc.get(level, float("nan"))
+            top = next((p for p in m.points if (p.rule, p.aggregation, p.level, p.n)
+                        == ("weighted", aggregation, level, n_max)), None)
+            cells.append(f"{auc:.3f}; {top.accuracy:.3f}" if top else f"{auc:.3f}")
+        lines.append(f"| {'all' if level == 0 else level} | " + " | ".join(cells) + " |")
+    return lines
 
 
 # per bank candidate: its level, correctness, step scores by this scorer and exact step truth (if any)
@@ -205,9 +271,9 @@ def fill_step_truth(wh: Warehouse, problems: dict[str, Problem]) -> int:
                                                                         ("error", pa.string())])))
 
 
-def _prm_quality(wh: Warehouse, prm_dir: ScorerSource) -> Quality | None:
+def _prm_quality(wh: Warehouse, source: ScorerSource) -> Quality | None:
     """The held-out quality train-prm measured for this PRM (external PRMs and the random scorer have none)."""
-    record = {} if prm_dir == RANDOM else read_record(Path(prm_dir)) or {}
+    record = source.record()
     rows = wh.query("SELECT name, value FROM metrics WHERE run_id = ?", [record.get("warehouse_run_id", "")])
     values = dict(zip(rows.column("name").to_pylist(), rows.column("value").to_pylist()))
     if "prm_step_auc" not in values:

@@ -25,7 +25,7 @@ from flows.score_bank import resolve_prm, scorer_key
 from flows.stage import stage_run
 from models.generator import Generator, open_generator
 from models.prm import StepScorer
-from models.scorers import open_scorer
+from models.scorers import ScorerSource, open_scorer
 from tasks.findings import easy_and_hard, problem_levels, search_comparisons, stored_search_outcomes
 from tasks.findings_report import comparison_lines
 from tasks.problems import Problem, load_problems
@@ -71,15 +71,15 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)
-    prm_dir = resolve_prm(config.scoring.prm, wd)
-    scorer_id = scorer_key(prm_dir, config.scoring.step_separator)
+    source = resolve_prm(config.scoring.prm, wd, config.generator)
+    scorer_id = scorer_key(source, config.scoring.step_separator)
     context = stable_hash(fingerprint(model_dir), scorer_id, config.generator.backend)
     all_problems = load_problems(config.task)
     problems = [p for p in all_problems if p.split == "test"][: config.search.problems]
     runs = plan(config.search, context)
     run_id = stable_hash(STAGE, context, [r.key() for r in runs])
     if config.workers.to_shards:  # a worker: never opens the warehouse (one writer per file)
-        return _search_to_shards(config, wd, model_dir, prm_dir, problems, runs, context, run_id, scorer_id)
+        return _search_to_shards(config, wd, model_dir, source, problems, runs, context, run_id, scorer_id)
     with Warehouse(wd.warehouse) as wh:
         wh.insert("problems", problems_table(all_problems))
         done = set(wh.query("SELECT search_key FROM selections GROUP BY 1 HAVING count(*) >= ?",
@@ -92,7 +92,7 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
         with stage_run(wh, wd, STAGE, run_id, config, {"search": config.search.model_dump(), "scorer_id": scorer_id},
                        {"scorer_id": scorer_id}) as ml_id:
             if todo:
-                scorer = open_scorer(prm_dir, config.scoring)
+                scorer = open_scorer(source, config.scoring)
                 with open_generator(config.generator, model_dir) as generator:
                     for params in tqdm(todo, desc=STAGE, unit="run"):
                         nodes, selections = run_search(params, problems, generator, scorer, run_id, scorer_id)
@@ -113,7 +113,7 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
     return scorer_id
 
 
-def _search_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, prm_dir: Path, problems: list[Problem],
+def _search_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, source: ScorerSource, problems: list[Problem],
                       runs: list[SearchParams], context: str, run_id: str, scorer_id: str) -> str:
     """Every planned search on this worker's share of the problems, one chunk folder per search run."""
     workers = config.workers
@@ -124,7 +124,7 @@ def _search_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, prm_
     get_run_logger().info("worker %d/%d of search %s: %d of %d runs to do on %d problems into %s",
                           workers.shard_index, workers.shard_count, context, len(todo), len(chunks), len(mine), root)
     if todo:
-        scorer = open_scorer(prm_dir, config.scoring)
+        scorer = open_scorer(source, config.scoring)
         with open_generator(config.generator, model_dir) as generator:
             for cid, params in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="run"):
                 nodes, selections = run_search(params, mine, generator, scorer, run_id, scorer_id)

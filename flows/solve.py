@@ -43,8 +43,8 @@ def solve(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORK
     wd = Workdir.at(workdir)
     cfg = config.solve
     model_dir = wd.require_model(config.generator.model)
-    prm_dir = resolve_prm(config.scoring.prm, wd)
-    scorer_id = scorer_key(prm_dir, config.scoring.step_separator)
+    source = resolve_prm(config.scoring.prm, wd, config.generator)
+    scorer_id = scorer_key(source, config.scoring.step_separator)
     problems = [p for p in load_problems(config.task) if p.split == "test"][cfg.first : cfg.first + cfg.count]
     if not problems:
         raise ValueError(f"no test problems after the first {cfg.first}: lower solve.first or raise task.n_test")
@@ -65,7 +65,7 @@ def solve(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORK
         with stage_run(wh, wd, STAGE, run_id, config, {"solve": cfg.model_dump(), "allocation": allocation},
                        {"scorer_id": scorer_id}) as ml_id:
             if todo:
-                scorer = open_scorer(prm_dir, config.scoring)
+                scorer = open_scorer(source, config.scoring)
                 estimate = SamplingSpec(n=config.difficulty.samples, temperature=config.bank.temperature,
                                         max_tokens=config.bank.max_tokens, seed=cfg.seed)
                 with open_generator(config.generator, model_dir) as generator:

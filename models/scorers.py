@@ -1,24 +1,64 @@
 """Which step scorer a config names, opened behind the one `StepScorer` seam.
 
-`scoring.prm` names a PRM folder (the trained one, a registry version or a local path),
-or `random`: a scorer that knows nothing. Every score is a hash of the prefix it scores,
-so it is uniform on [0, 1), the same for the same text in the bank, in search and in
-revisions, and independent of whether the prefix is right. Run the pipeline with it
-and every finding must come out inconclusive: the floor that proves the instrument
-(and a baseline a user can put under any verifier's curves).
+`scoring.prm` names a PRM folder (the trained one, a registry version or a local path)
+or one of three scorers that need no training, each a baseline a trained PRM is read
+against:
+
+- `random`: every score is a hash of the prefix it scores, so it is uniform on [0, 1),
+  the same for the same text in the bank, in search and in revisions, and independent of
+  whether the prefix is right. Run the pipeline with it and every finding must come out
+  inconclusive: the floor that proves the instrument.
+- `confidence`: the generator's own token probabilities (models/confidence.py), free
+  where the generator returns log-probabilities, and the baseline every PRM must beat.
+- `oracle`: exact step checks (`tasks.arith.step_truth`), the embedded task only: a
+  ceiling for the curves that shows what a perfect step checker would buy, never a
+  training label.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from configs.schema import ScoreConfig
 from models.prm import PRM, StepScorer, parameter_count
+from tasks import arith
+from ttscale.workdir import fingerprint, read_record
 
-RANDOM = "random"
-ScorerSource = Path | str  # a PRM folder, or RANDOM
+RANDOM, CONFIDENCE, ORACLE = "random", "confidence", "oracle"
+ScorerKind = Literal["prm", "random", "confidence", "oracle"]
+
+
+@dataclass(frozen=True)
+class ScorerSource:
+    """What scores steps: a PRM folder, the generator's folder (confidence), or nothing (random, oracle)."""
+
+    kind: ScorerKind
+    path: Path | None = None
+    chat_template: bool = False  # confidence: read the prompt as the generator was given it
+
+    def identity(self) -> str:
+        """What a scorer id hashes: a PRM's weights (as ids have always been), or the kind and its weights."""
+        if self.path is None:
+            return self.kind
+        return fingerprint(self.path) if self.kind == "prm" else f"{self.kind}:{fingerprint(self.path)}:{self.chat_template}"
+
+    def parameters(self) -> int:
+        """Parameters a scorer spends FLOPs with (for compute accounting), without loading weights."""
+        if self.kind == "prm":
+            return parameter_count(self.path)
+        if self.kind == CONFIDENCE:
+            from models.confidence import causal_parameter_count
+
+            return causal_parameter_count(self.path)
+        return 0
+
+    def record(self) -> dict:
+        """The training record of a PRM this workdir trained ({} for every other scorer)."""
+        return (read_record(self.path) or {}) if self.kind == "prm" else {}
 
 
 class RandomScorer:
@@ -46,11 +86,47 @@ class RandomScorer:
         return [[(self._score(prompt, [*shared, step]), 0) for step in nexts] for prompt, shared, nexts in groups]
 
 
+class OracleScorer:
+    """1 while every step so far is right by the exact checks, 0 from the first wrong one on.
+
+    A prefix score, so `last` and `min` agree. Knows the embedded task only: any other
+    prompt is an error, not a guess."""
+
+    n_params = 0
+
+    def _score(self, prompt: str, steps: Sequence[str]) -> list[float]:
+        try:
+            truth = arith.step_truth(prompt, list(steps))
+        except ValueError as err:
+            raise ValueError("scoring.prm: oracle checks steps exactly, which only the embedded task (task.kind "
+                             f"arith) allows: {err}") from None
+        out, right = [], True
+        for error in truth:
+            right = right and error is None
+            out.append(1.0 if right else 0.0)
+        return out
+
+    def score(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[list[float]]:
+        return [self._score(p, steps) for p, steps in zip(prompts, step_lists)]
+
+    def score_with_tokens(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]
+                          ) -> tuple[list[list[float]], list[list[int]]]:
+        scores = self.score(prompts, step_lists)
+        return scores, [[0] * len(s) for s in scores]
+
+    def score_extensions(self, groups: Sequence[tuple[str, Sequence[str], Sequence[str]]]
+                         ) -> list[list[tuple[float, int]]]:
+        return [[(self._score(prompt, [*shared, step])[-1], 0) for step in nexts] for prompt, shared, nexts in groups]
+
+
 def open_scorer(source: ScorerSource, cfg: ScoreConfig) -> StepScorer:
     """The scorer as the scoring section configures it."""
-    return RandomScorer() if source == RANDOM else PRM.for_scoring(Path(source), cfg)
+    if source.kind == RANDOM:
+        return RandomScorer()
+    if source.kind == ORACLE:
+        return OracleScorer()
+    if source.kind == CONFIDENCE:
+        from models.confidence import ConfidenceScorer
 
-
-def scorer_parameters(source: ScorerSource) -> int:
-    """Parameters a scorer spends FLOPs with (for compute accounting), without loading weights."""
-    return 0 if source == RANDOM else parameter_count(Path(source))
+        return ConfidenceScorer(source.path, cfg.batch_size, cfg.threads, chat_template=source.chat_template)
+    return PRM.for_scoring(source.path, cfg)

@@ -83,13 +83,13 @@ def points_from_table(table: pa.Table) -> list[CurvePoint]:
                        r["problems"]) for r in table.to_pylist()]
 
 
-def curve_metrics(points: Sequence[CurvePoint]) -> list[tuple[str, float, int]]:
+def curve_metrics(points: Sequence[CurvePoint], prefix: str = "") -> list[tuple[str, float, int]]:
     """MLflow metrics with step = N, so MLflow's UI draws each as a curve over the budget."""
     out = []
     for p in points:
         name = p.rule if p.aggregation == "-" else f"{p.rule}_{p.aggregation}"
         suffix = "" if p.level == 0 else f"/level_{p.level}"
-        out += [(f"verifier/{name}{suffix}", p.accuracy, p.n)]
+        out += [(f"{prefix}verifier/{name}{suffix}", p.accuracy, p.n)]
     return out
 
 
@@ -125,8 +125,13 @@ def curves_markdown(points: Sequence[CurvePoint], title: str, q: Quality | None 
     return "\n".join(lines) + "\n"
 
 
-def plot_curves(points: Sequence[CurvePoint], path: Path, aggregation: str = "last") -> Path:
-    """One panel per level (and all): each rule's accuracy vs N with its interval band."""
+BASELINE_COLORS = {"confidence": "C4", "oracle": "C7", "random": "C5"}
+
+
+def plot_curves(points: Sequence[CurvePoint], path: Path, aggregation: str = "last",
+                baselines: dict[str, Sequence[CurvePoint]] | None = None) -> Path:
+    """One panel per level (and all): each rule's accuracy vs N with its interval band, and each
+    baseline scorer's best-of-N weighted as a thin line (what the PRM has to beat, and the ceiling)."""
     levels = sorted({p.level for p in points})
     fig, axes = plt.subplots(1, len(levels), figsize=(3.2 * len(levels), 3.4), sharey=True, squeeze=False)
     for ax, level in zip(axes[0], levels):
@@ -139,6 +144,11 @@ def plot_curves(points: Sequence[CurvePoint], path: Path, aggregation: str = "la
             ns = [p.n for p in pts]
             ax.plot(ns, [p.accuracy for p in pts], color=color, linestyle=line, marker=".", label=label)
             ax.fill_between(ns, [p.lo for p in pts], [p.hi for p in pts], color=color, alpha=0.15)
+        for name, others in (baselines or {}).items():
+            pts = sorted((p for p in others if p.rule == "weighted" and p.aggregation == aggregation
+                          and p.level == level), key=lambda p: p.n)
+            ax.plot([p.n for p in pts], [p.accuracy for p in pts], color=BASELINE_COLORS.get(name, "C9"), lw=1,
+                    linestyle="-.", label=f"weighted, {name} scorer")
         ax.set_xscale("log", base=2)
         ax.set(title="all levels" if level == 0 else f"level {level}", xlabel="N (samples)", ylim=(0, 1.02))
     axes[0][0].set_ylabel("accuracy")
@@ -162,8 +172,8 @@ class Diagnosis:
         out += [(f"wrong_first_error/{k}", 0, v) for k, v in self.wrong_errors.items()]
         return out
 
-    def metrics_table(self, run_id: str) -> pa.Table:
-        return pa.Table.from_pylist([{"run_id": run_id, "name": n, "level": lv, "k": 0, "value": float(v)}
+    def metrics_table(self, run_id: str, prefix: str = "") -> pa.Table:
+        return pa.Table.from_pylist([{"run_id": run_id, "name": prefix + n, "level": lv, "k": 0, "value": float(v)}
                                      for n, lv, v in self.metrics() if v == v])  # NaN: nothing to measure
 
     def markdown(self) -> list[str]:

@@ -170,7 +170,7 @@ def test_orm_round_trip_scores_the_same_from_the_registry(revised_workdir):
 
     prompt, attempt = "rule\n\n01: init#0001=0001\n\n", "00: 0001#0001=0002\n\nans=0002"
     local = PRM(Path(out["orm"])).score([prompt], [[attempt]])
-    registered = PRM(resolve_prm(f"models:/{ORM_NAME}/latest", Workdir.at(workdir))).score([prompt], [[attempt]])
+    registered = PRM(resolve_prm(f"models:/{ORM_NAME}/latest", Workdir.at(workdir)).path).score([prompt], [[attempt]])
     assert len(local[0]) == 1 and 0.0 <= local[0][0] <= 1.0
     assert registered[0] == pytest.approx(local[0])
 

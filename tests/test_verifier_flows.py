@@ -14,7 +14,7 @@ from mlflow.tracking import MlflowClient
 import flows.label_steps as label_steps_module
 from flows.label_steps import label_steps
 from flows.pipeline import pipeline
-from flows.score_bank import resolve_prm, score_bank
+from flows.score_bank import resolve_prm, score_bank, scorer_key
 from flows.train_prm import REGISTERED_NAME
 from models.prm import PRM
 from tasks.selection import ProblemCandidates, select
@@ -59,6 +59,15 @@ def test_pipeline_labels_trains_scores_and_draws_curves(scored_workdir, smoke_co
         assert con.execute("SELECT count(*) FROM candidates c JOIN (SELECT candidate_id FROM step_truth GROUP BY 1 "
                            "HAVING count(error) = 0 AND bool_or(step_index = 0)) USING (candidate_id) "
                            "WHERE NOT c.correct AND c.final_answer IS NOT NULL").fetchall()[0][0] == 0
+        # the baselines score every step of the same bank beside the PRM, each with its own curves
+        ids = {k: scorer_key(resolve_prm(k, Workdir.at(str(workdir))), None) for k in ("confidence", "oracle")}
+        for name, sid in ids.items():
+            assert con.execute("SELECT count(*) FROM step_scores x JOIN candidates c USING (candidate_id) "
+                               "WHERE x.scorer_id = ? AND c.bank_id = ?", [sid, out["bank_id"]]).fetchall()[0][0] \
+                == con.execute("SELECT count(*) FROM steps JOIN candidates c USING (candidate_id) WHERE c.bank_id = ?",
+                               [out["bank_id"]]).fetchall()[0][0], name
+            assert con.execute("SELECT count(*) FROM verifier_curves WHERE scorer_id = ? AND rule = 'weighted'",
+                               [sid]).fetchall()[0][0] > 0, name
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     exp = client.get_experiment_by_name("ttscale")
     (prm_run,) = client.search_runs([exp.experiment_id], "tags.stage = 'train-prm'")
@@ -68,6 +77,7 @@ def test_pipeline_labels_trains_scores_and_draws_curves(scored_workdir, smoke_co
     assert len(client.get_metric_history(score_run.info.run_id, "verifier/majority")) == 4  # one point per N
     assert (workdir / "reports" / f"score-bank-{out['bank_id']}-{out['scorer_id']}.png").stat().st_size > 1000
     report = (workdir / "reports" / f"score-bank-{out['bank_id']}-{out['scorer_id']}.md").read_text()
+    assert "| level | trained | confidence | oracle |" in report
     assert "| level | within-problem AUC | first-error AUC |" in report and "| first error | ranked first |" in report
 
 
@@ -80,7 +90,7 @@ def test_registry_round_trip_scores_the_same(scored_workdir):
     local = resolve_prm("trained", wd)
     assert from_registry != local
     prompts, steps = ["rule\n\n02: init#0011=1234\n\n"], [["01: 1234#0011=1245", "00: 1245#0011=1256", "ans=1256"]]
-    assert PRM(from_registry).score(prompts, steps) == PRM(local).score(prompts, steps)
+    assert PRM(from_registry.path).score(prompts, steps) == PRM(local.path).score(prompts, steps)
     with pytest.raises(ValueError, match="registry"):
         resolve_prm("models:/no-such-prm/7", wd)
 

@@ -1,0 +1,116 @@
+"""The generator's own confidence as a step scorer (`scoring.prm: confidence`), DeepConf-style.
+
+Why it is worth a scorer of its own: on the embedded task a slip that sampling at
+T = 1 makes is a low-probability token, so the model that wrote a step already knows,
+token by token, how sure it was; no labels and no training. Each step gets the
+geometric mean of its tokens' probabilities under the generator (exp of the mean token
+log-probability, teacher-forced on exactly the text the bank or search holds), and a
+prefix scores the lowest of its steps so far: one unsure step sinks a solution, as in
+DeepConf's lowest-group confidence. So `last` and `min` aggregation agree.
+
+Where errors are confident (systematic carry errors the generator makes every time) it
+knows nothing, which is where a trained verifier has to earn its cost. The probabilities
+are recomputed here with one forward pass rather than stored at generation, so the
+scores are the same whichever backend sampled, and the compute tables charge that pass
+(2 * P * tokens) like any scorer's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+
+from tasks import arith
+
+
+def causal_parameter_count(model_dir: Path) -> int:
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(model_dir))
+    return sum(p.numel() for p in model.parameters())
+
+
+class ConfidenceScorer:
+    """Step scores from the generator's token log-probabilities; one batched forward pass per solution."""
+
+    def __init__(self, model_dir: Path, batch_size: int = 16, threads: int = 2, chat_template: bool = False,
+                 device: str | None = None) -> None:
+        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+        if self.device == "cpu":
+            torch.set_num_threads(threads)
+        self.tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).to(self.device).eval()
+        self.n_params = sum(p.numel() for p in self.model.parameters())
+        self.batch_size = batch_size
+        self.chat_template = chat_template
+        self.pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def _prompt(self, prompt: str) -> str:
+        if not self.chat_template:
+            return prompt
+        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                                  add_generation_prompt=True)
+
+    def _encode(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[list[int]]]:
+        """Token ids of prompt + steps as written, and for each step the token indices that fall inside it."""
+        text, spans = self._prompt(prompt), []
+        for i, step in enumerate(steps):
+            spans.append((len(text), len(text) + len(step)))
+            text += step + (arith.STEP_DELIMITER if i < len(steps) - 1 else "")
+        enc = self.tokenizer(text, return_offsets_mapping=True)
+        offsets = enc["offset_mapping"]
+        members = [[k for k, (a, b) in enumerate(offsets) if k > 0 and b > a and start <= a < end]
+                   for start, end in spans]
+        return list(enc["input_ids"]), members
+
+    @torch.inference_mode()
+    def score_with_tokens(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]
+                          ) -> tuple[list[list[float]], list[list[int]]]:
+        encoded = [self._encode(p, s) for p, s in zip(prompts, step_lists)]
+        scores: list[list[float]] = [[] for _ in encoded]
+        order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
+        head = self.model.get_output_embeddings()
+        for start in range(0, len(order), self.batch_size):
+            idx = [i for i in order[start : start + self.batch_size] if encoded[i][1]]
+            if not idx:
+                continue
+            width = max(len(encoded[i][0]) for i in idx)
+            ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(idx), width), dtype=torch.long)
+            for row, i in enumerate(idx):
+                ids[row, : len(encoded[i][0])] = torch.tensor(encoded[i][0])
+                mask[row, : len(encoded[i][0])] = 1
+            hidden = self.model.base_model(input_ids=ids.to(self.device),
+                                           attention_mask=mask.to(self.device)).last_hidden_state
+            # Only the positions that predict a step token go through the LM head (a real vocabulary is large).
+            rows = torch.tensor([row for row, i in enumerate(idx) for m in encoded[i][1] for _ in m])
+            cols = torch.tensor([k for i in idx for m in encoded[i][1] for k in m])
+            logits = head(hidden[rows.to(self.device), (cols - 1).to(self.device)]).float()
+            token_lp = (logits.gather(-1, ids[rows, cols].to(self.device)[:, None])[:, 0]
+                        - torch.logsumexp(logits, -1)).cpu().tolist()
+            k = 0
+            for i in idx:
+                lowest, out = 1.0, []
+                for m in encoded[i][1]:
+                    if m:
+                        lowest = min(lowest, math.exp(sum(token_lp[k : k + len(m)]) / len(m)))
+                    k += len(m)
+                    out.append(lowest)
+                scores[i] = out
+        tokens = [[(m[-1] + 1) if m else 0 for m in e[1]] for e in encoded]
+        return scores, tokens
+
+    def score(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[list[float]]:
+        return self.score_with_tokens(prompts, step_lists)[0]
+
+    def score_extensions(self, groups: Sequence[tuple[str, Sequence[str], Sequence[str]]]
+                         ) -> list[list[tuple[float, int]]]:
+        """Each next step scored on its whole path (the prefix's lowest step included); no prefix cache,
+        since the generator here is small next to what it scores."""
+        paths = [(prompt, [*shared, step]) for prompt, shared, nexts in groups for step in nexts]
+        scores, tokens = self.score_with_tokens([p for p, _ in paths], [s for _, s in paths])
+        flat = iter(zip(scores, tokens))
+        return [[(s[-1], t[-1]) for s, t in (next(flat) for _ in nexts)] for _, _, nexts in groups]
