@@ -1,7 +1,8 @@
 """Presets: YAML files next to this module, validated by the pydantic models in `schema`.
 
-`load_config("tiny")` reads `configs/tiny.yaml`; any other argument is a path. A typo
-or a bad value raises `ConfigError` naming the file and the dotted key.
+`load_config("tiny")` reads `configs/tiny.yaml`; any other argument is a path. A preset
+may start from another (`extends: tiny`) and state only what it changes. A typo or a bad
+value raises `ConfigError` naming the file and the dotted key.
 """
 
 from __future__ import annotations
@@ -49,12 +50,27 @@ def parse_config(data: Any, source: str) -> PipelineConfig:
         raise ConfigError("invalid config\n  " + "\n  ".join(lines)) from None
 
 
-def load_config(name_or_path: str = DEFAULT_PRESET) -> PipelineConfig:
+def _settings(name_or_path: str, seen: tuple[Path, ...] = ()) -> tuple[Any, Path]:
+    """A preset's settings, written over the preset it names in `extends:` (so a variant states only
+    what it changes)."""
     path = preset_path(name_or_path)
+    if path.resolve() in seen:
+        raise ConfigError(f"{path}: `extends` loops back to itself ({' -> '.join(str(p) for p in seen)})")
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if isinstance(data, dict) and "extends" in data:
+        parent = data.pop("extends")
+        if not isinstance(parent, str):
+            raise ConfigError(f"{path}: extends: expected a preset name or a path")
+        base, _ = _settings(parent, (*seen, path.resolve()))
+        data = overlay(base, data)
+    return data, path
+
+
+def load_config(name_or_path: str = DEFAULT_PRESET) -> PipelineConfig:
+    data, path = _settings(name_or_path)
     return parse_config(data, str(path))
 
 

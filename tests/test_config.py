@@ -15,11 +15,26 @@ def test_bundled_presets_validate():
 def test_search_presets_cover_several_widths_and_depths_and_the_gpu_one_reaches_256():
     from flows.search import plan
 
-    for name, top in (("tiny", 8), ("gpu", 256)):
+    for name, top, depths in (("tiny", 8, {1}), ("gpu", 256, {1, 3})):
         runs = plan(load_config(name).search, "context")
         assert max(r.budget for r in runs) == top
         assert len({r.width for r in runs if r.strategy == "beam"}) >= 2
-        assert {r.depth for r in runs if r.strategy == "lookahead"} >= {1, 3}
+        assert {r.depth for r in runs if r.strategy == "lookahead"} >= depths
+
+
+def test_a_preset_extends_another_and_states_only_what_it_changes(tmp_path: Path):
+    paper, tiny = load_config("paper-cpu"), load_config("tiny")
+    assert paper.search.problems == 100 and paper.name == "paper-cpu"
+    assert paper.model_dump(exclude={"name", "search"}) == tiny.model_dump(exclude={"name", "search"})
+    assert paper.search.model_dump(exclude={"problems"}) == tiny.search.model_dump(exclude={"problems"})
+    child = tmp_path / "child.yaml"
+    child.write_text(f"extends: {tmp_path / 'parent.yaml'}\nbank:\n  nn: 3\n")
+    (tmp_path / "parent.yaml").write_text("extends: tiny\nbank:\n  n: 4\n")
+    with pytest.raises(ConfigError, match="bank.nn"):  # the child's own typo is still named
+        load_config(str(child))
+    (tmp_path / "parent.yaml").write_text(f"extends: {child}\n")
+    with pytest.raises(ConfigError, match="loops back"):
+        load_config(str(child))
 
 
 def test_typo_names_key_and_file(tmp_path: Path):
