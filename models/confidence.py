@@ -22,7 +22,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import torch
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
 from tasks import arith
 
@@ -106,11 +106,76 @@ class ConfidenceScorer:
     def score(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[list[float]]:
         return self.score_with_tokens(prompts, step_lists)[0]
 
+    @torch.inference_mode()
     def score_extensions(self, groups: Sequence[tuple[str, Sequence[str], Sequence[str]]]
                          ) -> list[list[tuple[float, int]]]:
-        """Each next step scored on its whole path (the prefix's lowest step included); no prefix cache,
-        since the generator here is small next to what it scores."""
-        paths = [(prompt, [*shared, step]) for prompt, shared, nexts in groups for step in nexts]
-        scores, tokens = self.score_with_tokens([p for p, _ in paths], [s for _, s in paths])
-        flat = iter(zip(scores, tokens))
-        return [[(s[-1], t[-1]) for s, t in (next(flat) for _ in nexts)] for _, _, nexts in groups]
+        """Each next step scored on its path, the shared prefix run once per group.
+
+        Search expands each kept beam by M children; running each child's whole path would
+        read the prefix M times. Here a batch of prefixes (left-padded, explicit positions)
+        runs once, giving the shared steps' lowest confidence and a KV cache; the cache is
+        repeated per child and only the children's tokens run on top. A child is tokenized
+        on its own, exactly as the text continues for the embedded task's one-character
+        tokens (a BPE tokenizer may merge across the boundary differently from `score`)."""
+        out: list[list[tuple[float, int]]] = [[] for _ in groups]
+        head = self.model.get_output_embeddings()
+        for start in range(0, len(groups), self.batch_size):
+            batch = [g for g in range(start, min(start + self.batch_size, len(groups))) if groups[g][2]]
+            if not batch:
+                continue
+            encoded = [self._encode(groups[g][0], [*groups[g][1], ""]) for g in batch]  # prefix + delimiter
+            width = max(len(ids) for ids, _ in encoded)
+            ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+            mask = torch.zeros((len(batch), width), dtype=torch.long)
+            for row, (x, _) in enumerate(encoded):  # left padding: every prefix ends at the last column
+                ids[row, width - len(x) :] = torch.tensor(x)
+                mask[row, width - len(x) :] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            cache = DynamicCache(config=self.model.config)
+            hidden = self.model.base_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
+                                           position_ids=positions.to(self.device), past_key_values=cache,
+                                           use_cache=True).last_hidden_state
+            # the shared steps' token log-probabilities, all rows at once (the last member is the placeholder)
+            spans = [[[k + width - len(x) for k in m] for m in members[:-1]] for x, members in encoded]
+            rows = torch.tensor([row for row, ms in enumerate(spans) for m in ms for _ in m], dtype=torch.long)
+            cols = torch.tensor([k for ms in spans for m in ms for k in m], dtype=torch.long)
+            token_lp: list[float] = []
+            if len(cols):
+                logits = head(hidden[rows.to(self.device), (cols - 1).to(self.device)]).float()
+                token_lp = (logits.gather(-1, ids[rows, cols].to(self.device)[:, None])[:, 0]
+                            - torch.logsumexp(logits, -1)).cpu().tolist()
+            lowest, k = [], 0
+            for ms in spans:
+                low = 1.0
+                for m in ms:
+                    if m:
+                        low = min(low, math.exp(sum(token_lp[k : k + len(m)]) / len(m)))
+                    k += len(m)
+                lowest.append(low)
+            owners, tails = [], []
+            for row, g in enumerate(batch):
+                for step in groups[g][2]:
+                    owners.append(row)
+                    tails.append(self.tokenizer(step, add_special_tokens=False)["input_ids"] or [self.pad_id])
+            tail_width = max(len(t) for t in tails)
+            tail_ids = torch.full((len(tails), tail_width), self.pad_id, dtype=torch.long)
+            tail_mask = torch.zeros((len(tails), tail_width), dtype=torch.long)
+            for row, t in enumerate(tails):
+                tail_ids[row, : len(t)] = torch.tensor(t)
+                tail_mask[row, : len(t)] = 1
+            index = torch.tensor(owners)
+            cache.batch_select_indices(index.to(self.device))
+            prefix_len = mask.sum(-1)[index]
+            tail_hidden = self.model.base_model(
+                input_ids=tail_ids.to(self.device),
+                attention_mask=torch.cat([mask[index], tail_mask], dim=1).to(self.device),
+                position_ids=(prefix_len[:, None] + torch.arange(tail_width)[None, :]).to(self.device),
+                past_key_values=cache, use_cache=True).last_hidden_state
+            # token j of a tail is predicted by the prefix's last position (j = 0) or by tail token j - 1
+            before = torch.cat([hidden[index.to(self.device), -1:], tail_hidden[:, :-1]], dim=1)
+            logits = head(before).float()
+            lp = logits.gather(-1, tail_ids.to(self.device)[..., None])[..., 0] - torch.logsumexp(logits, -1)
+            lp = (lp * tail_mask.to(self.device)).sum(-1) / tail_mask.sum(-1).to(self.device)
+            for k, (row, t) in enumerate(zip(owners, tails)):
+                out[batch[row]].append((min(lowest[row], math.exp(float(lp[k]))), int(prefix_len[k]) + len(t)))
+        return out

@@ -20,10 +20,18 @@ from tasks.findings import Finding, headline  # noqa: E402
 from tasks.report import save_figure  # noqa: E402
 
 
+def _signed(x: float) -> str:
+    """Three decimals, or as many as it takes not to print a bound that excludes zero as +0.000."""
+    digits = 3
+    while x != 0 and round(abs(x), digits) == 0 and digits < 8:
+        digits += 1
+    return f"{x:+.{digits}f}"
+
+
 def _effect(c: Comparison) -> str:
     if c.unit.startswith("log2"):
         return f"{2 ** c.effect:.2f}x [{2 ** c.lo:.2f}x, {2 ** c.hi:.2f}x]"
-    return f"{c.effect:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}]"
+    return f"{_signed(c.effect)} [{_signed(c.lo)}, {_signed(c.hi)}]"
 
 
 def _detectable(c: Comparison) -> str:

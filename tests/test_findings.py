@@ -209,3 +209,10 @@ def test_a_model_stopped_by_its_time_cap_is_named_at_the_top_of_the_report(tmp_p
     assert "`base`" in warning and "2159 of 2300" in warning
     text = findings_markdown([Finding(1, ())], "t", [warning])
     assert text.index("Warning") < text.index("| # |")  # before the verdicts
+
+
+def test_a_bound_that_excludes_zero_never_prints_as_zero():
+    from tasks.findings_report import _signed
+
+    assert _signed(0.0003) == "+0.0003" and _signed(-0.00004) == "-0.00004"
+    assert _signed(0.0) == "+0.000" and _signed(0.1234) == "+0.123"

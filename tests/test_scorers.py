@@ -84,6 +84,14 @@ def test_confidence_is_the_generators_token_probability_lowest_step_so_far(base_
     assert tokens[0] == sorted(tokens[0]) and tokens[0][-1] == len(whole)  # a score has read its whole prefix
     batched = ConfidenceScorer(base_model_dir, batch_size=8).score([PROMPT, PROMPT], [RIGHT, SLIP])
     assert np.allclose(batched, scores, rtol=1e-4)  # padding changes nothing
-    ext = scorer.score_extensions([(PROMPT, RIGHT[:1], [RIGHT[1], SLIP[1]])])
-    assert [s for s, _ in ext[0]] == pytest.approx([scores[0][1], scores[1][1]], rel=1e-4)
+    # search's extensions (the prefix run once per group, its KV shared by the children) score what the
+    # whole path would, in groups of different depths, one without children among them
+    groups = [(PROMPT, RIGHT[:1], [RIGHT[1], SLIP[1]]), (PROMPT, [], [RIGHT[0]]), (PROMPT, RIGHT[:2], []),
+              (PROMPT, SLIP[:3], [SLIP[3]])]
+    for size in (1, 8):
+        ext = ConfidenceScorer(base_model_dir, batch_size=size).score_extensions(groups)
+        assert [s for s, _ in ext[0]] == pytest.approx([scores[0][1], scores[1][1]], rel=1e-4)
+        assert [t for _, t in ext[0]] == [tokens[0][1], tokens[1][1]]
+        assert ext[1][0][0] == pytest.approx(scores[0][0], rel=1e-4) and ext[2] == []
+        assert ext[3][0] == (pytest.approx(scores[1][3], rel=1e-4), tokens[1][3])
     assert scorer_key(source, None) != scorer_key(ScorerSource("prm", base_model_dir), None)
