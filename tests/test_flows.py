@@ -15,7 +15,9 @@ from mlflow.tracking import MlflowClient
 import flows.sample_bank as sample_bank_module
 from flows.pipeline import pipeline
 from flows.sample_bank import sample_bank
+from flows.score_bank import scorer_key
 from flows.train_base import REGISTERED_NAME, train_base
+from models.scorers import RANDOM, ScorerSource
 
 
 def _counts(workdir: Path) -> dict[str, int]:
@@ -126,13 +128,13 @@ def test_a_random_verifier_makes_no_finding_reproduced(trained_workdir: Path, sm
                                  "LIMIT 1").fetchall()[0][0]
         rows = con.execute("SELECT finding, verdict, finding_verdict, problems, lo, effect, hi, scorer_id "
                            "FROM findings WHERE run_id = ?", [report_run]).fetchall()
-        random_id = con.execute("SELECT DISTINCT scorer_id FROM step_scores WHERE score BETWEEN 0 AND 1 AND "
-                                "prefix_tokens = 0").fetchall()
+        random_id = scorer_key(ScorerSource(RANDOM), None)
+        assert con.execute("SELECT count(*) FROM step_scores WHERE scorer_id = ?", [random_id]).fetchall()[0][0] > 0
     measured = [r for r in rows if r[1] != "not measured"]  # a level with no problems has nothing to compare
     assert {f for f, *_ in measured} >= {1, 2, 3, 4, 5}  # measured, not skipped
     assert all(p > 0 and lo <= e <= hi for _, _, _, p, lo, e, hi, _ in measured)
     assert not [r for r in rows if r[1] == "reproduced" or r[2] == "reproduced"]
-    assert {r[-1] for r in rows} == {random_id[0][0]}  # the comparisons are the random scorer's
+    assert {r[-1] for r in rows} == {random_id}  # the comparisons are the random scorer's, not a baseline's
     text = (workdir / "reports" / "findings.md").read_text()
     verdict_rows = [line for line in text.splitlines() if line.startswith("| ") and line[2].isdigit()]
     assert len(verdict_rows) == 6 and not [line for line in verdict_rows if "**reproduced**" in line]
