@@ -24,7 +24,13 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
+from models.prm import Encoded, collate
 from tasks import arith
+
+
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """log p(target) under each row of logits, without materializing a full log-softmax."""
+    return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
 
 
 def causal_parameter_count(model_dir: Path) -> int:
@@ -66,40 +72,42 @@ class ConfidenceScorer:
                    for start, end in spans]
         return list(enc["input_ids"]), members
 
+    def _lowest_so_far(self, hidden: torch.Tensor, ids: torch.Tensor, spans: Sequence[Sequence[Sequence[int]]]
+                       ) -> list[list[float]]:
+        """Per row, for each step (its token columns in `spans[row]`), the lowest step confidence so far.
+        Only the positions that predict a step token go through the LM head (a real vocabulary is large)."""
+        rows = torch.tensor([row for row, steps in enumerate(spans) for m in steps for _ in m], dtype=torch.long)
+        cols = torch.tensor([k for steps in spans for m in steps for k in m], dtype=torch.long)
+        token_lp: list[float] = []
+        if len(cols):
+            logits = self.model.get_output_embeddings()(hidden[rows.to(self.device), (cols - 1).to(self.device)])
+            token_lp = _token_logprobs(logits.float(), ids[rows, cols].to(self.device)).cpu().tolist()
+        out, k = [], 0
+        for steps in spans:
+            lowest, row = 1.0, []
+            for m in steps:
+                if m:
+                    lowest = min(lowest, math.exp(sum(token_lp[k : k + len(m)]) / len(m)))
+                k += len(m)
+                row.append(lowest)
+            out.append(row)
+        return out
+
     @torch.inference_mode()
     def score_with_tokens(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]
                           ) -> tuple[list[list[float]], list[list[int]]]:
         encoded = [self._encode(p, s) for p, s in zip(prompts, step_lists)]
         scores: list[list[float]] = [[] for _ in encoded]
         order = sorted(range(len(encoded)), key=lambda i: len(encoded[i][0]))
-        head = self.model.get_output_embeddings()
         for start in range(0, len(order), self.batch_size):
             idx = [i for i in order[start : start + self.batch_size] if encoded[i][1]]
             if not idx:
                 continue
-            width = max(len(encoded[i][0]) for i in idx)
-            ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(encoded[i][0])] = torch.tensor(encoded[i][0])
-                mask[row, : len(encoded[i][0])] = 1
-            hidden = self.model.base_model(input_ids=ids.to(self.device),
-                                           attention_mask=mask.to(self.device)).last_hidden_state
-            # Only the positions that predict a step token go through the LM head (a real vocabulary is large).
-            rows = torch.tensor([row for row, i in enumerate(idx) for m in encoded[i][1] for _ in m])
-            cols = torch.tensor([k for i in idx for m in encoded[i][1] for k in m])
-            logits = head(hidden[rows.to(self.device), (cols - 1).to(self.device)]).float()
-            token_lp = (logits.gather(-1, ids[rows, cols].to(self.device)[:, None])[:, 0]
-                        - torch.logsumexp(logits, -1)).cpu().tolist()
-            k = 0
-            for i in idx:
-                lowest, out = 1.0, []
-                for m in encoded[i][1]:
-                    if m:
-                        lowest = min(lowest, math.exp(sum(token_lp[k : k + len(m)]) / len(m)))
-                    k += len(m)
-                    out.append(lowest)
-                scores[i] = out
+            batch = collate([Encoded(encoded[i][0], []) for i in idx], self.pad_id)
+            hidden = self.model.base_model(input_ids=batch["input_ids"].to(self.device),
+                                           attention_mask=batch["attention_mask"].to(self.device)).last_hidden_state
+            for i, row in zip(idx, self._lowest_so_far(hidden, batch["input_ids"], [encoded[i][1] for i in idx])):
+                scores[i] = row
         tokens = [[(m[-1] + 1) if m else 0 for m in e[1]] for e in encoded]
         return scores, tokens
 
@@ -118,7 +126,6 @@ class ConfidenceScorer:
         on its own, exactly as the text continues for the embedded task's one-character
         tokens (a BPE tokenizer may merge across the boundary differently from `score`)."""
         out: list[list[tuple[float, int]]] = [[] for _ in groups]
-        head = self.model.get_output_embeddings()
         for start in range(0, len(groups), self.batch_size):
             batch = [g for g in range(start, min(start + self.batch_size, len(groups))) if groups[g][2]]
             if not batch:
@@ -135,34 +142,17 @@ class ConfidenceScorer:
             hidden = self.model.base_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                            position_ids=positions.to(self.device), past_key_values=cache,
                                            use_cache=True).last_hidden_state
-            # the shared steps' token log-probabilities, all rows at once (the last member is the placeholder)
+            # the shared steps' lowest confidence (the last member is the empty placeholder)
             spans = [[[k + width - len(x) for k in m] for m in members[:-1]] for x, members in encoded]
-            rows = torch.tensor([row for row, ms in enumerate(spans) for m in ms for _ in m], dtype=torch.long)
-            cols = torch.tensor([k for ms in spans for m in ms for k in m], dtype=torch.long)
-            token_lp: list[float] = []
-            if len(cols):
-                logits = head(hidden[rows.to(self.device), (cols - 1).to(self.device)]).float()
-                token_lp = (logits.gather(-1, ids[rows, cols].to(self.device)[:, None])[:, 0]
-                            - torch.logsumexp(logits, -1)).cpu().tolist()
-            lowest, k = [], 0
-            for ms in spans:
-                low = 1.0
-                for m in ms:
-                    if m:
-                        low = min(low, math.exp(sum(token_lp[k : k + len(m)]) / len(m)))
-                    k += len(m)
-                lowest.append(low)
+            lowest = [row[-1] if row else 1.0 for row in self._lowest_so_far(hidden, ids, spans)]
             owners, tails = [], []
             for row, g in enumerate(batch):
                 for step in groups[g][2]:
                     owners.append(row)
                     tails.append(self.tokenizer(step, add_special_tokens=False)["input_ids"] or [self.pad_id])
-            tail_width = max(len(t) for t in tails)
-            tail_ids = torch.full((len(tails), tail_width), self.pad_id, dtype=torch.long)
-            tail_mask = torch.zeros((len(tails), tail_width), dtype=torch.long)
-            for row, t in enumerate(tails):
-                tail_ids[row, : len(t)] = torch.tensor(t)
-                tail_mask[row, : len(t)] = 1
+            padded = collate([Encoded(t, []) for t in tails], self.pad_id)
+            tail_ids, tail_mask = padded["input_ids"], padded["attention_mask"]
+            tail_width = tail_ids.shape[1]
             index = torch.tensor(owners)
             cache.batch_select_indices(index.to(self.device))
             prefix_len = mask.sum(-1)[index]
@@ -173,8 +163,7 @@ class ConfidenceScorer:
                 past_key_values=cache, use_cache=True).last_hidden_state
             # token j of a tail is predicted by the prefix's last position (j = 0) or by tail token j - 1
             before = torch.cat([hidden[index.to(self.device), -1:], tail_hidden[:, :-1]], dim=1)
-            logits = head(before).float()
-            lp = logits.gather(-1, tail_ids.to(self.device)[..., None])[..., 0] - torch.logsumexp(logits, -1)
+            lp = _token_logprobs(self.model.get_output_embeddings()(before).float(), tail_ids.to(self.device))
             lp = (lp * tail_mask.to(self.device)).sum(-1) / tail_mask.sum(-1).to(self.device)
             for k, (row, t) in enumerate(zip(owners, tails)):
                 out[batch[row]].append((min(lowest[row], math.exp(float(lp[k]))), int(prefix_len[k]) + len(t)))

@@ -61,20 +61,16 @@ class ScorerSource:
         return (read_record(self.path) or {}) if self.kind == "prm" else {}
 
 
-class RandomScorer:
-    """Uniform scores from a hash of (seed, prompt, steps so far); reads no tokens and has no parameters."""
+class _PathScorer:
+    """A scorer that reads no tokens and has no parameters: one rule from a whole path to its prefix scores."""
 
     n_params = 0
 
-    def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
-
-    def _score(self, prompt: str, steps: Sequence[str]) -> float:
-        digest = hashlib.blake2b(repr((self.seed, prompt, tuple(steps))).encode(), digest_size=8).digest()
-        return int.from_bytes(digest, "big") / 2**64
+    def path_scores(self, prompt: str, steps: Sequence[str]) -> list[float]:
+        raise NotImplementedError
 
     def score(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[list[float]]:
-        return [[self._score(p, steps[: i + 1]) for i in range(len(steps))] for p, steps in zip(prompts, step_lists)]
+        return [self.path_scores(p, steps) for p, steps in zip(prompts, step_lists)]
 
     def score_with_tokens(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]
                           ) -> tuple[list[list[float]], list[list[int]]]:
@@ -83,18 +79,31 @@ class RandomScorer:
 
     def score_extensions(self, groups: Sequence[tuple[str, Sequence[str], Sequence[str]]]
                          ) -> list[list[tuple[float, int]]]:
-        return [[(self._score(prompt, [*shared, step]), 0) for step in nexts] for prompt, shared, nexts in groups]
+        return [[(self.path_scores(prompt, [*shared, step])[-1], 0) for step in nexts]
+                for prompt, shared, nexts in groups]
 
 
-class OracleScorer:
+class RandomScorer(_PathScorer):
+    """Uniform scores from a hash of (seed, prompt, steps so far)."""
+
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+
+    def _score(self, prompt: str, steps: Sequence[str]) -> float:
+        digest = hashlib.blake2b(repr((self.seed, prompt, tuple(steps))).encode(), digest_size=8).digest()
+        return int.from_bytes(digest, "big") / 2**64
+
+    def path_scores(self, prompt: str, steps: Sequence[str]) -> list[float]:
+        return [self._score(prompt, steps[: i + 1]) for i in range(len(steps))]
+
+
+class OracleScorer(_PathScorer):
     """1 while every step so far is right by the exact checks, 0 from the first wrong one on.
 
     A prefix score, so `last` and `min` agree. Knows the embedded task only: any other
     prompt is an error, not a guess."""
 
-    n_params = 0
-
-    def _score(self, prompt: str, steps: Sequence[str]) -> list[float]:
+    def path_scores(self, prompt: str, steps: Sequence[str]) -> list[float]:
         try:
             truth = arith.step_truth(prompt, list(steps))
         except ValueError as err:
@@ -105,18 +114,6 @@ class OracleScorer:
             right = right and error is None
             out.append(1.0 if right else 0.0)
         return out
-
-    def score(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]) -> list[list[float]]:
-        return [self._score(p, steps) for p, steps in zip(prompts, step_lists)]
-
-    def score_with_tokens(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]
-                          ) -> tuple[list[list[float]], list[list[int]]]:
-        scores = self.score(prompts, step_lists)
-        return scores, [[0] * len(s) for s in scores]
-
-    def score_extensions(self, groups: Sequence[tuple[str, Sequence[str], Sequence[str]]]
-                         ) -> list[list[tuple[float, int]]]:
-        return [[(self._score(prompt, [*shared, step])[-1], 0) for step in nexts] for prompt, shared, nexts in groups]
 
 
 def open_scorer(source: ScorerSource, cfg: ScoreConfig) -> StepScorer:
