@@ -23,7 +23,7 @@ from configs.schema import PipelineConfig, SearchConfig
 from flows.sample_bank import sampling_spec
 from flows.score_bank import resolve_prm, scorer_key
 from flows.stage import stage_run
-from models.generator import Generator, open_generator
+from models.generator import Generator, RepeatedRequests, open_generator
 from models.prm import StepScorer
 from models.scorers import ScorerSource, open_scorer
 from tasks.findings import easy_and_hard, problem_levels, search_comparisons, stored_search_outcomes
@@ -93,7 +93,8 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
                        {"scorer_id": scorer_id}) as ml_id:
             if todo:
                 scorer = open_scorer(source, config.scoring)
-                with open_generator(config.generator, model_dir) as generator:
+                with open_generator(config.generator, model_dir) as served:
+                    generator = RepeatedRequests(served)  # identical requests across runs: sampled once
                     for params in tqdm(todo, desc=STAGE, unit="run"):
                         nodes, selections = run_search(params, problems, generator, scorer, run_id, scorer_id)
                         with wh.transaction():
@@ -125,7 +126,8 @@ def _search_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, sour
                           workers.shard_index, workers.shard_count, context, len(todo), len(chunks), len(mine), root)
     if todo:
         scorer = open_scorer(source, config.scoring)
-        with open_generator(config.generator, model_dir) as generator:
+        with open_generator(config.generator, model_dir) as served:
+            generator = RepeatedRequests(served)
             for cid, params in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="run"):
                 nodes, selections = run_search(params, mine, generator, scorer, run_id, scorer_id)
                 write_chunk(root, cid, {"problems": problems_table(mine), "search_nodes": nodes,

@@ -45,6 +45,39 @@ class Generator(Protocol):
     def close(self) -> None: ...
 
 
+class RepeatedRequests:
+    """A generator that answers a request it has answered before from memory.
+
+    Why: search runs of different strategies send identical requests (best-of-N and majority
+    at the same N and seed; round 0 of beam, DVTS and lookahead at the same N and seed). With
+    per-request seeds (vLLM on GPU) those already get identical samples; on CPU the engine's
+    seed governs sampling, so each would be a fresh draw at full cost. Answering from memory
+    makes CPU behave like GPU, pairs the strategies on the same samples, and spends the time
+    once. Every run still records the tokens its completions cost: the charge is the
+    strategy's, the saving is only wall time.
+    """
+
+    def __init__(self, inner: Generator) -> None:
+        self.inner = inner
+        self.n_params = inner.n_params
+        # Keyed by the whole call: on GPU a prompt's seed depends on its position in the call,
+        # so only an identical call is an identical request (and duplicates inside a call stay
+        # separate draws).
+        self._answers: dict[tuple[tuple[str, ...], SamplingSpec], list[list[Completion]]] = {}
+        self.repeats = 0
+
+    def generate(self, prompts: Sequence[str], spec: SamplingSpec) -> list[list[Completion]]:
+        key = (tuple(prompts), spec)
+        if key in self._answers:
+            self.repeats += 1
+        else:
+            self._answers[key] = self.inner.generate(prompts, spec)
+        return self._answers[key]
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     """Truncate after the earliest stop string (kept, so a step keeps its delimiter)."""
     cut = min((text.find(s) + len(s) for s in stop if s and s in text), default=-1)

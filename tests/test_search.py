@@ -9,7 +9,7 @@ import pytest
 
 from configs.schema import GeneratorConfig, PRMConfig, SearchConfig, TaskConfig
 from flows.search import plan
-from models.generator import SamplingSpec, open_generator
+from models.generator import Completion, RepeatedRequests, SamplingSpec, open_generator
 from models.prm import PRM, LabeledSolution, train_prm
 from models.scorers import RandomScorer
 from tasks import arith
@@ -156,3 +156,34 @@ def test_weighted_and_majority_answers_and_plan():
     assert names[("beam", 2)] == 0 and names[("beam", 8)] == 2  # M > N is skipped
     assert names[("lookahead", 8)] == 4 and names[("best_of_n", 2)] == 2 and names[("majority", 8)] == 2
     assert len({r.key() for r in runs}) == len(runs)
+
+
+class _CountingGenerator:
+    """Every call a fresh draw (like vLLM on CPU, where the engine's seed governs sampling)."""
+
+    n_params = 1
+
+    def __init__(self) -> None:
+        self.calls = 0
+
+    def generate(self, prompts, spec):
+        self.calls += 1
+        return [[Completion(f"{p}:{self.calls}:{i}", 1, 1, "stop") for i in range(spec.n)] for p in prompts]
+
+    def close(self) -> None:
+        pass
+
+
+def test_majority_and_best_of_n_at_one_seed_share_their_samples_and_both_pay_for_them():
+    inner = _CountingGenerator()
+    generator = RepeatedRequests(inner)
+    params = SearchParams("majority", budget=3, seed=2)
+    voted = STRATEGIES["majority"](PROBLEMS, generator, RandomScorer(), params)
+    weighted = STRATEGIES["best_of_n"](PROBLEMS, generator, RandomScorer(), SearchParams("best_of_n", budget=3, seed=2))
+    assert inner.calls == 1 and generator.repeats == 1  # the second strategy's request was answered from memory
+    for pid, search in voted.items():
+        assert [n.steps for n in search.finals] == [n.steps for n in weighted[pid].finals]
+        assert sum(n.generated_tokens for n in weighted[pid].nodes) == sum(n.generated_tokens for n in search.nodes) > 0
+    STRATEGIES["majority"](PROBLEMS, generator, RandomScorer(), SearchParams("majority", budget=3, seed=3))
+    STRATEGIES["majority"](PROBLEMS[:2], generator, RandomScorer(), params)
+    assert inner.calls == 3  # another seed, or another set of prompts, is a new request
