@@ -15,7 +15,7 @@ def test_bundled_presets_validate():
 def test_search_presets_cover_several_widths_and_depths_and_the_gpu_one_reaches_256():
     from flows.search import plan
 
-    for name, top, depths in (("tiny", 8, {1}), ("gpu", 256, {1, 3})):
+    for name, top, depths in (("paper-cpu", 8, {1}), ("gpu", 256, {1, 3})):
         runs = plan(load_config(name).search, "context")
         assert max(r.budget for r in runs) == top
         assert len({r.width for r in runs if r.strategy == "beam"}) >= 2
@@ -26,7 +26,9 @@ def test_a_preset_extends_another_and_states_only_what_it_changes(tmp_path: Path
     paper, tiny = load_config("paper-cpu"), load_config("tiny")
     assert paper.search.problems == 100 and paper.name == "paper-cpu"
     assert paper.model_dump(exclude={"name", "search"}) == tiny.model_dump(exclude={"name", "search"})
-    assert paper.search.model_dump(exclude={"problems"}) == tiny.search.model_dump(exclude={"problems"})
+    assert paper.search.model_dump(exclude={"problems", "strategies"}) == tiny.search.model_dump(
+        exclude={"problems", "strategies"})
+    assert set(paper.search.strategies) - set(tiny.search.strategies) == {"lookahead"}
     child = tmp_path / "child.yaml"
     child.write_text(f"extends: {tmp_path / 'parent.yaml'}\nbank:\n  nn: 3\n")
     (tmp_path / "parent.yaml").write_text("extends: tiny\nbank:\n  n: 4\n")
