@@ -24,6 +24,7 @@ from flows.train_orm import chain_set_key, chain_spec, run_chains
 from flows.train_reviser import reviser_dir
 from models.generator import open_generator
 from models.prm import StepScorer
+from models.reviser import ContextRoom
 from models.scorers import ScorerSource, open_scorer
 from tasks.findings import easy_and_hard, problem_levels, revision_comparisons, stored_revision_outcomes
 from tasks.findings_report import comparison_lines
@@ -124,7 +125,8 @@ def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
         with stage_run(wh, wd, STAGE, run_id, config, {"revisions.chains": cfg.model_dump(), "scorers": scorers},
                        {"chain_set_id": chain_set_id}) as ml_id:
             with open_generator(config.generator, reviser) as generator:
-                run_chains(generator, problems, lengths, cfg.window, spec, chain_set_id, run_id, wh, STAGE)
+                run_chains(generator, ContextRoom(reviser), problems, lengths, cfg.window, spec, chain_set_id, run_id,
+                           wh, STAGE)
             by_id = {p.problem_id: p for p in problems}
             for verifier, (path, sep, steps_of) in scorer_dirs.items():
                 scorer = open_scorer(path, config.scoring.model_copy(update={"step_separator": sep}))

@@ -27,6 +27,7 @@ from flows.train_prm import fit
 from flows.train_reviser import reviser_dir
 from models.generator import Generator, SamplingSpec, open_generator
 from models.prm import LabeledSolution
+from models.reviser import ContextRoom
 from tasks.problems import Problem
 from tasks.revisions import attempts_table, extend_chains, stored_chains
 from tasks.sampling import prompt_for, stable_hash
@@ -51,9 +52,11 @@ def chain_set_key(purpose: str, reviser: Path, lengths: Sequence[int], window: i
 
 
 @task(cache_policy=NO_CACHE)
-def run_chains(generator: Generator, problems: Sequence[Problem], lengths: Sequence[int], window: int,
-               spec: SamplingSpec, chain_set_id: str, run_id: str, wh: Warehouse, stage: str) -> int:
-    """Grow every chain of the set to its length, committing each round; returns rounds run."""
+def run_chains(generator: Generator, room: ContextRoom, problems: Sequence[Problem], lengths: Sequence[int],
+               window: int, spec: SamplingSpec, chain_set_id: str, run_id: str, wh: Warehouse, stage: str) -> int:
+    """Grow every chain of the set to its length, committing each round; returns rounds run.
+    An attempt sees the last `window` attempts of its chain that leave the reviser room to answer
+    within the context it was trained at (`room`)."""
     done = stored_chains(wh, chain_set_id)
     total = len(problems) * sum(lengths) - sum(len(v) for v in done.values())
     with tqdm(total=total, desc=stage, unit="attempt", disable=None, mininterval=1.0) as bar:
@@ -62,7 +65,8 @@ def run_chains(generator: Generator, problems: Sequence[Problem], lengths: Seque
                 wh.insert("revision_attempts", attempts_table(attempts, chain_set_id, run_id, generator.n_params))
             bar.update(len(attempts))
 
-        return extend_chains(generator, problems, lengths, window, spec, done, commit)
+        return extend_chains(generator, problems, lengths, window, spec, done, commit,
+                             fits=lambda prompt: room.fits(prompt, spec.max_tokens))
 
 
 @flow(name=STAGE, log_prints=True)
@@ -90,8 +94,8 @@ def train_orm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
             wh, wd, STAGE, run_id, config, {"revisions.orm": cfg.model_dump(), "chain_set_id": chain_set_id},
             {"chain_set_id": chain_set_id}) as ml_id:
         with open_generator(config.generator, reviser) as generator:
-            run_chains(generator, problems, lengths, config.revisions.chains.window, spec, chain_set_id, run_id, wh,
-                       STAGE)
+            run_chains(generator, ContextRoom(reviser), problems, lengths, config.revisions.chains.window, spec,
+                       chain_set_id, run_id, wh, STAGE)
         by_id = {p.problem_id: p for p in problems}
         rows = wh.query("SELECT problem_id, text, correct FROM revision_attempts WHERE chain_set_id = ? "
                         "ORDER BY attempt_id", [chain_set_id]).to_pylist()

@@ -17,9 +17,10 @@ from prefect.cache_policies import NO_CACHE
 from configs.schema import PipelineConfig, ReviserConfig
 from flows.revision_data import data_ids
 from flows.stage import stage_run
-from models.reviser import ReviserTrainResult, train_reviser as fit_reviser
+from models.reviser import ContextRoom, ReviserTrainResult, train_reviser as fit_reviser
 from tasks.problems import load_problems
-from tasks.revisions import revision_prompt
+from tasks.problems import Problem
+from tasks.revisions import fitted, revision_prompt
 from tasks.sampling import stable_hash
 from tasks.tracking import log_metrics, register_model
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
@@ -32,6 +33,21 @@ REGISTERED_NAME = "ttscale-reviser"
 @task(cache_policy=NO_CACHE)
 def fit(cfg: ReviserConfig, base_dir: Path, examples: Sequence[tuple[str, str]], out_dir: Path) -> ReviserTrainResult:
     return fit_reviser(cfg, base_dir, examples, out_dir)
+
+
+def training_examples(rows: Sequence[dict], problems: dict[str, Problem], room: ContextRoom
+                      ) -> tuple[list[tuple[str, str]], int]:
+    """(revision prompt, target) per stored trajectory, each within reviser.max_seq_len: a context too
+    long loses its oldest wrong attempts. Returns the examples and how many were shortened."""
+    examples, shortened = [], 0
+    for r in rows:
+        if (problem := problems.get(r["problem_id"])) is None:
+            continue
+        after = room.tokens(r["target"]) + 1  # the target and <eos>
+        context = fitted(problem, r["context"], lambda prompt: room.fits(prompt, after))
+        shortened += len(context) < len(r["context"])
+        examples.append((revision_prompt(problem, context), r["target"]))
+    return examples, shortened
 
 
 def reviser_dir(wd: Workdir) -> Path:
@@ -60,8 +76,7 @@ def train_reviser(config: PipelineConfig = PipelineConfig(), workdir: str = DEFA
                         "ORDER BY trajectory_id", [data_id]).to_pylist()
         if not rows:
             raise ValueError(f"no revision trajectories {data_id}: run `ttscale revision-data` first")
-        examples = [(revision_prompt(problems[r["problem_id"]], r["context"]), r["target"])
-                    for r in rows if r["problem_id"] in problems]
+        examples, shortened = training_examples(rows, problems, ContextRoom(base_dir, cfg.max_seq_len))
         run_id = stable_hash(STAGE, key)
         with staged_dir(out) as tmp, stage_run(wh, wd, STAGE, run_id, config,
                                                {"revisions.reviser": cfg.model_dump(), "revision_data_id": data_id,
@@ -71,11 +86,15 @@ def train_reviser(config: PipelineConfig = PipelineConfig(), workdir: str = DEFA
             log_metrics(ml_id, [("reviser_train_loss", loss, step) for step, loss in result.losses]
                         + [("reviser_updates", result.updates, 0), ("reviser_examples", result.examples, 0),
                            ("reviser_skipped_too_long", result.skipped_too_long, 0),
+                           ("reviser_contexts_shortened", shortened, 0),
                            ("reviser_train_tokens", result.tokens, 0),
                            ("reviser_train_flops", 6.0 * result.trainable_params * result.tokens, 0)])
             version = register_model(ml_id, tmp, "reviser", REGISTERED_NAME)
             write_record(tmp, {"key": key, "mlflow_run_id": ml_id, "registered": REGISTERED_NAME,
                                "version": version, "revision_data_id": data_id})
+    if shortened:
+        logger.info("%d of %d trajectories lost their oldest attempts to fit reviser.max_seq_len=%d",
+                    shortened, len(examples), cfg.max_seq_len)
     if result.skipped_too_long:
         logger.warning("%d trajectories longer than reviser.max_seq_len=%d were skipped",
                        result.skipped_too_long, cfg.max_seq_len)

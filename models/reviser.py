@@ -7,12 +7,15 @@ its own earlier attempts, so no example may be cut or share a row. Batches group
 examples of similar length, which keeps padding small. `full` fine-tunes every weight
 (the embedded model); `lora` trains peft adapters and merges them on save (large models).
 
-The model is saved with `max_position_embeddings` raised to `max_seq_len`, so the
-backends serve the long revision prompts (vLLM caps its context at that value).
+The model is saved with `max_position_embeddings` set to `max_seq_len`, the longest
+sequence it was fine-tuned at; `prompt_room` reads it back so that chains never serve it a
+prompt longer than that (vLLM caps its context at the same value). A trajectory too long
+for it loses its oldest wrong attempts (`tasks.revisions.fitted`) rather than the example.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections.abc import Callable, Sequence
@@ -37,6 +40,29 @@ class ReviserTrainResult:
     losses: list[tuple[int, float]] = field(default_factory=list)
     n_params: int = 0
     trainable_params: int = 0
+
+
+def context_length(model_dir: Path) -> int:
+    """The positions a saved model was trained at (its config's max_position_embeddings)."""
+    return int(json.loads((Path(model_dir) / "config.json").read_text())["max_position_embeddings"])
+
+
+class ContextRoom:
+    """Token counts against a context length (default: the model's trained one), with the model's
+    own tokenizer: whether a prompt leaves room for what must follow it. (A chat template adds a
+    few tokens; the models served with one have thousands of positions to spare.)"""
+
+    def __init__(self, model_dir: Path, limit: int | None = None) -> None:
+        self._tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        self.limit = limit if limit is not None else context_length(model_dir)
+        self._special = 1 if self._tokenizer.bos_token_id is not None else 0
+
+    def tokens(self, text: str) -> int:
+        return len(self._tokenizer.encode(text, add_special_tokens=False))
+
+    def fits(self, prompt: str, room: int) -> bool:
+        """`prompt` (after <bos>) and `room` more tokens within the limit."""
+        return self._special + self.tokens(prompt) + room <= self.limit
 
 
 def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str) -> tuple[list[int], list[int]]:
@@ -76,7 +102,7 @@ def train_reviser(
     torch.set_num_threads(cfg.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
-    model.config.max_position_embeddings = max(cfg.max_seq_len, int(model.config.max_position_embeddings or 0))
+    model.config.max_position_embeddings = cfg.max_seq_len
     encoded = [encode_example(tokenizer, p, t) for p, t in examples]
     kept = [e for e in encoded if len(e[0]) <= cfg.max_seq_len]
     result = ReviserTrainResult(updates=0, examples=len(kept), skipped_too_long=len(encoded) - len(kept),

@@ -104,13 +104,19 @@ def train(
     followed whichever of time and updates was further spent made a fresh-clone run
     that fell 35 updates short a different, broken model.) A machine too slow for the
     cap stops early with the LR not fully decayed; `TrainResult.stopped_by` says so.
+    Rows are `short_seq_len` long until the last `long_updates`, then `max_seq_len`:
+    short rows teach the task, the long ones the distances a reviser's prompt spans.
     """
     torch.set_num_threads(cfg.threads)
     tokenizer = build_tokenizer()
     model = build_model(cfg, tokenizer)
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01, betas=(0.9, 0.98))
-    rows = packed_rows(examples, tokenizer, cfg.max_seq_len, cfg.batch_rows)
+    per_update = cfg.max_seq_len * cfg.batch_rows
+    short = cfg.short_seq_len or cfg.max_seq_len
+    short_rows = packed_rows(examples, tokenizer, short, per_update // short)
+    long_rows = packed_rows(examples, tokenizer, cfg.max_seq_len, cfg.batch_rows)
+    long_from = cfg.max_updates - cfg.long_updates if cfg.short_seq_len else 0
     start = time.monotonic()
     losses: list[tuple[int, float]] = []
     ema = float("nan")
@@ -127,7 +133,7 @@ def train(
         lr = cfg.learning_rate * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = next(rows)
+        x, y = next(long_rows if update >= long_from else short_rows)
         loss = model(input_ids=x, labels=y).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()

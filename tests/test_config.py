@@ -72,9 +72,15 @@ def test_revision_settings_that_cannot_work_are_refused(tmp_path: Path):
     bad.write_text("revisions:\n  chains:\n    budget: 6\n")
     with pytest.raises(ConfigError, match="power of two"):
         load_config(str(bad))
-    bad.write_text("revisions:\n  reviser:\n    max_seq_len: 512\n  chains:\n    window: 4\n    max_tokens: 320\n")
-    with pytest.raises(ConfigError, match="cannot hold 4 previous attempts"):
+    bad.write_text("revisions:\n  reviser:\n    max_seq_len: 256\n  chains:\n    max_tokens: 320\n")
+    with pytest.raises(ConfigError, match="cannot hold a problem and one attempt"):
         load_config(str(bad))
+    bad.write_text("base_model:\n  max_seq_len: 384\nrevisions:\n  reviser:\n    max_seq_len: 2048\n")
+    with pytest.raises(ConfigError, match="beyond base_model.max_seq_len=384"):
+        load_config(str(bad))
+    bad.write_text("generator:\n  model: smollm2\nbase_model:\n  max_seq_len: 384\nrevisions:\n  reviser:\n"
+                   "    max_seq_len: 2048\n")
+    assert load_config(str(bad)).revisions.reviser.max_seq_len == 2048  # a pretrained model knows its positions
     bad.write_text("revisions:\n  chains:\n    rule: best_guess\n")
     with pytest.raises(ConfigError, match="revisions.chains.rule"):
         load_config(str(bad))

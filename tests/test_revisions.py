@@ -17,10 +17,12 @@ from flows.pipeline import pipeline
 from flows.revise import revise
 from flows.train_orm import REGISTERED_NAME as ORM_NAME
 from models.prm import PRM
+from models.reviser import ContextRoom, context_length
 from tasks.metrics import wilson
 from tasks.problems import Problem
 from tasks.revision_sweep import ChainAttempt, grid, select, sweep
-from tasks.revisions import ATTEMPT_SEPARATOR, next_round, revision_prompt, staircase, trajectories, window
+from tasks.revisions import (ATTEMPT_SEPARATOR, fitted, next_round, revision_prompt, staircase, trajectories,
+                             window)
 from tasks.sampling import prompt_for
 
 CORRECT = "01: 1111+0001=1112\n\n00: 1112+0001=1113\n\nans=1113"
@@ -73,6 +75,21 @@ def test_chain_window_and_prompt():
     todo = next_round([problem], [4, 1, 2], done, window_size=2)
     assert [(chain, pos) for _, chain, pos, _ in todo] == [(0, 3), (2, 0)]
     assert "x0" not in todo[0][3] and "x1" in todo[0][3] and "x2" in todo[0][3]
+
+
+def test_a_window_that_would_not_fit_loses_its_oldest_attempts_first(base_model_dir: Path):
+    problem = _problem()
+    room = ContextRoom(base_model_dir, limit=160)
+    attempts = [f"0{i}: step#{i}{i}{i}{i}=" + "1" * 30 for i in range(4)]
+    fits = lambda prompt: room.fits(prompt, 40)  # noqa: E731 - room for a 40-token answer
+    kept = fitted(problem, attempts, fits)
+    assert 0 < len(kept) < len(attempts) and kept == attempts[-len(kept):]  # the most recent stay
+    assert fits(revision_prompt(problem, kept)) and not fits(revision_prompt(problem, attempts[-len(kept) - 1:]))
+    assert room.tokens(revision_prompt(problem, kept)) + 1 + 40 <= 160
+    assert fitted(problem, attempts, lambda _: False) == []  # nothing fits: a fresh attempt
+    todo = next_round([problem], [5], {("p1", 0): attempts}, window_size=4, fits=fits)
+    assert todo[0][3] == revision_prompt(problem, kept)
+    assert context_length(base_model_dir) >= 160  # the limit a served reviser is held to by default
 
 
 def test_staircase_holds_every_budget_and_length():
