@@ -42,3 +42,25 @@ def test_train_base_flow_learned_and_registered(trained_workdir: Path):
     assert version.run_id == marker["mlflow_run_id"]
     assert (trained_workdir / "models" / "base" / "model.safetensors").is_file()
     assert not (trained_workdir / "models" / "base.partial").exists()
+
+
+def test_short_rows_teach_the_task_and_the_last_updates_the_long_positions(tmp_path: Path, monkeypatch):
+    """All but the last `long_updates` updates use rows of short_seq_len (more of them, the same tokens per
+    update); the last use max_seq_len, the positions a reviser is later served at."""
+    import models.tiny as tiny
+    from configs.schema import BaseModelConfig
+
+    shapes: list[tuple[int, int]] = []
+    original = tiny.packed_rows
+
+    def recording(examples, tokenizer, seq_len, batch_rows):
+        for x, y in original(examples, tokenizer, seq_len, batch_rows):
+            shapes.append(tuple(x.shape))
+            yield x, y
+
+    monkeypatch.setattr(tiny, "packed_rows", recording)
+    cfg = BaseModelConfig(hidden_size=32, intermediate_size=64, n_layers=1, n_heads=2, max_seq_len=96,
+                          short_seq_len=32, batch_rows=1, max_updates=5, long_updates=2, warmup_updates=1)
+    result = tiny.train(cfg, arith.training_stream(TaskConfig(), 0), tmp_path / "m")
+    assert shapes == [(3, 32)] * 3 + [(1, 96)] * 2 and result.tokens == 5 * 96
+    assert json.loads((tmp_path / "m" / "config.json").read_text())["max_position_embeddings"] == 96
