@@ -18,8 +18,7 @@ from configs.schema import PipelineConfig, ReviserConfig
 from flows.revision_data import data_ids
 from flows.stage import stage_run
 from models.reviser import ContextRoom, ReviserTrainResult, train_reviser as fit_reviser
-from tasks.problems import load_problems
-from tasks.problems import Problem
+from tasks.problems import Problem, load_problems
 from tasks.revisions import fitted, revision_prompt
 from tasks.sampling import stable_hash
 from tasks.tracking import log_metrics, register_model

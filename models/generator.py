@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib.util
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,25 +58,38 @@ class RepeatedRequests:
     strategy's, the saving is only wall time.
     """
 
-    def __init__(self, inner: Generator) -> None:
+    def __init__(self, inner: Generator, max_chars: int = 50_000_000) -> None:
         self.inner = inner
         self.n_params = inner.n_params
         # Keyed by the whole call: on GPU a prompt's seed depends on its position in the call,
         # so only an identical call is an identical request (and duplicates inside a call stay
-        # separate draws).
-        self._answers: dict[tuple[tuple[str, ...], SamplingSpec], list[list[Completion]]] = {}
+        # separate draws). Only a run's first calls ever repeat, yet every call is remembered,
+        # so memory is bounded: past `max_chars` of completion text the least recently used
+        # answers go (by call order alone, so what is shared never depends on the machine).
+        self._answers: OrderedDict[tuple[tuple[str, ...], SamplingSpec], list[list[Completion]]] = OrderedDict()
+        self._chars = 0
+        self.max_chars = max_chars
         self.repeats = 0
 
     def generate(self, prompts: Sequence[str], spec: SamplingSpec) -> list[list[Completion]]:
         key = (tuple(prompts), spec)
         if key in self._answers:
             self.repeats += 1
-        else:
-            self._answers[key] = self.inner.generate(prompts, spec)
-        return self._answers[key]
+            self._answers.move_to_end(key)
+            return self._answers[key]
+        answer = self._answers[key] = self.inner.generate(prompts, spec)
+        self._chars += _chars(answer)
+        while self._chars > self.max_chars and len(self._answers) > 1:
+            _, dropped = self._answers.popitem(last=False)
+            self._chars -= _chars(dropped)
+        return answer
 
     def close(self) -> None:
         self.inner.close()
+
+
+def _chars(answer: list[list[Completion]]) -> int:
+    return sum(len(c.text) for completions in answer for c in completions)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:

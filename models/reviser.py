@@ -8,7 +8,7 @@ examples of similar length, which keeps padding small. `full` fine-tunes every w
 (the embedded model); `lora` trains peft adapters and merges them on save (large models).
 
 The model is saved with `max_position_embeddings` set to `max_seq_len`, the longest
-sequence it was fine-tuned at; `prompt_room` reads it back so that chains never serve it a
+sequence it was fine-tuned at; `ContextRoom` reads it back so that chains never serve it a
 prompt longer than that (vLLM caps its context at the same value). A trajectory too long
 for it loses its oldest wrong attempts (`tasks.revisions.fitted`) rather than the example.
 """

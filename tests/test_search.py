@@ -187,3 +187,9 @@ def test_majority_and_best_of_n_at_one_seed_share_their_samples_and_both_pay_for
     STRATEGIES["majority"](PROBLEMS, generator, RandomScorer(), SearchParams("majority", budget=3, seed=3))
     STRATEGIES["majority"](PROBLEMS[:2], generator, RandomScorer(), params)
     assert inner.calls == 3  # another seed, or another set of prompts, is a new request
+    small = RepeatedRequests(_CountingGenerator(), max_chars=1)  # room for the latest answer only
+    spec = SamplingSpec(n=2)
+    first = small.generate(["a"], spec)
+    assert small.generate(["a"], spec) is first and small.inner.calls == 1
+    small.generate(["b"], spec)
+    assert small.generate(["a"], spec) is not first and small.inner.calls == 3  # "a" was dropped for "b"
