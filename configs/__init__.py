@@ -1,12 +1,14 @@
 """Presets: YAML files next to this module, validated by the pydantic models in `schema`.
 
 `load_config("tiny")` reads `configs/tiny.yaml`; any other argument is a path. A preset
-may start from another (`extends: tiny`) and state only what it changes. A typo or a bad
-value raises `ConfigError` naming the file and the dotted key.
+may start from another (`extends: tiny`) and state only what it changes, and a command line
+may change a few keys on top (`--set bank.n=16`). A typo or a bad value raises
+`ConfigError` naming the file and the dotted key.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -69,9 +71,35 @@ def _settings(name_or_path: str, seen: tuple[Path, ...] = ()) -> tuple[Any, Path
     return data, path
 
 
-def load_config(name_or_path: str = DEFAULT_PRESET) -> PipelineConfig:
+def load_config(name_or_path: str = DEFAULT_PRESET, overrides: Sequence[str] = ()) -> PipelineConfig:
+    """A preset, with `--set KEY=VALUE` overrides (dotted keys, YAML values) written over it."""
     data, path = _settings(name_or_path)
-    return parse_config(data, str(path))
+    source = str(path) + (f" with --set {' '.join(overrides)}" if overrides else "")
+    return parse_config(overlay(data, parse_overrides(overrides)) if overrides else data, source)
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """`["bank.n=16", "task.kind=gsm8k"]` as nested settings: `{"bank": {"n": 16}, "task": {"kind": "gsm8k"}}`.
+    Values are read as YAML (`16` a number, `[a, b]` a list, `null` none); the config's validation
+    then checks them like the file's."""
+    out: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or not all(parts):
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with a dotted key, e.g. --set bank.n=16")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from None
+        node = out
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part} was already set to a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return out
 
 
 def overlay(base: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:

@@ -35,14 +35,24 @@ class LevelSpec(Frozen):
         return self
 
 
-class TaskConfig(Frozen):
-    """Where problems come from: the embedded arithmetic task or a local MATH-500-style JSONL."""
+# What the config can know of the benchmarks without reading them (tasks.benchmarks asserts it agrees).
+USER_FILE_KINDS = frozenset({"jsonl", "omni_math"})
+NO_TRAIN_SPLIT_KINDS = frozenset({"jsonl", "omni_math", "humaneval"})
 
-    kind: Literal["arith", "jsonl"] = "arith"
+
+class TaskConfig(Frozen):
+    """Where problems come from: the embedded arithmetic task, a packaged benchmark, or your file.
+    `ttscale tasks` lists the kinds with their problem counts (tasks.benchmarks reads them)."""
+
+    kind: Literal["arith", "math500", "math", "gsm8k", "aime2024", "aime2025", "humaneval", "omni_math", "jsonl"] = Field(
+        default="arith", description="arith: the embedded task; math500, math, gsm8k, aime2024, aime2025, humaneval: "
+        "from installed PyPI packages; omni_math, jsonl: your file at task.path")
     seed: int = 0
-    n_test: int = Field(default=200, ge=1, description="held-out problems (the bank is sampled on these)")
+    n_test: int = Field(default=200, ge=1, description="held-out problems (the bank is sampled on these): generated "
+                        "(arith) or the first ones of a packaged benchmark's test split")
     n_train: int = Field(default=300, ge=0, description="train-split problems kept in the warehouse (labels and the "
-                         "reviser take the first ones, the ORM the next ones the reviser never saw)")
+                         "reviser take the first ones, the ORM the next ones the reviser never saw); a packaged "
+                         "benchmark's first ones")
     levels: list[LevelSpec] = Field(
         default_factory=lambda: [
             LevelSpec(op="digitwise", min_steps=2, max_steps=4, min_key=10, max_key=99),
@@ -52,13 +62,18 @@ class TaskConfig(Frozen):
             LevelSpec(op="add", min_steps=6, max_steps=10, min_key=1000, max_key=9999),
         ]
     )
-    path: Path | None = Field(default=None, description="JSONL file (kind=jsonl)")
-    limit: int | None = Field(default=None, ge=1, description="use only the first N JSONL problems")
+    path: Path | None = Field(default=None, description="your JSONL file (kind jsonl or omni_math)")
+    limit: int | None = Field(default=None, ge=1, description="use only the first N test problems of the file")
+    max_problem_chars: int = Field(default=16_000, ge=1, description="a longer problem is refused when the file "
+                                   "loads, before any model does")
 
     @model_validator(mode="after")
-    def _jsonl_needs_path(self) -> "TaskConfig":
-        if self.kind == "jsonl" and self.path is None:
-            raise ValueError("task.kind=jsonl needs task.path")
+    def _path_for_user_files(self) -> "TaskConfig":
+        if self.kind in USER_FILE_KINDS and self.path is None:
+            raise ValueError(f"task.kind={self.kind} reads your file: set task.path")
+        if self.kind not in USER_FILE_KINDS and self.path is not None:
+            raise ValueError(f"task.path is only read by kinds {' and '.join(sorted(USER_FILE_KINDS))}; "
+                             f"task.kind={self.kind} would ignore it")
         return self
 
 
@@ -410,6 +425,24 @@ class PipelineConfig(Frozen):
                              "the positions the embedded model is trained at: the reviser would be served at "
                              "positions it never learned. Raise base_model.max_seq_len (with fewer "
                              "base_model.batch_rows for the same tokens per update) or lower the reviser's")
+        return self
+
+    @model_validator(mode="after")
+    def _stages_fit_the_task(self) -> "PipelineConfig":
+        """Combinations that would otherwise fail minutes into a run, after the server and a model started."""
+        kind = self.task.kind
+        if self.generator.model == "base" and kind != "arith":
+            raise ValueError(f"generator.model=base is the embedded model, trained on the embedded task only; "
+                             f"task.kind={kind} needs a pretrained model: generator.model=smollm2 or a local path")
+        trained = "trained" in (self.scoring.prm, *self.scoring.baselines)
+        if trained and (kind in NO_TRAIN_SPLIT_KINDS or self.task.n_train == 0):
+            why = f"task.kind={kind} has no train split" if kind in NO_TRAIN_SPLIT_KINDS else "task.n_train=0"
+            raise ValueError(f"scoring: a trained PRM (scoring.prm or scoring.baselines 'trained') labels train "
+                             f"problems, and {why}; score with scoring.prm=confidence and drop 'trained' from "
+                             "scoring.baselines")
+        if self.scoring.prm == "oracle" and kind != "arith":
+            raise ValueError(f"scoring.prm=oracle checks the embedded task's steps exactly; task.kind={kind} has "
+                             "no exact step checks (as a baseline it is skipped on other tasks)")
         return self
 
     @model_validator(mode="after")

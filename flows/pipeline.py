@@ -23,12 +23,16 @@ from flows.train_base import train_base, train_large
 from flows.train_orm import train_orm
 from flows.train_prm import train_prm
 from flows.train_reviser import train_reviser
+from ttscale.preflight import preflight
 from ttscale.workdir import DEFAULT_WORKDIR
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> dict[str, str]:
     """Base model, bank, step labels, PRM, verifier curves, search, revisions, difficulty, allocation."""
+    # 0. The user's own errors (a bad problem file, a missing model) in seconds, before any model loads.
+    for warning in preflight(config):
+        print(f"warning: {warning}")
     out: dict[str, str] = {}
     if config.generator.model == "base":
         # 1. The embedded base model, trained from scratch and registered in MLflow.

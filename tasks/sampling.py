@@ -18,7 +18,8 @@ import pyarrow as pa
 from configs.schema import WorkerConfig
 from models.generator import Generator, SamplingSpec
 from tasks import arith
-from tasks.grading import grade, split_steps
+from tasks.benchmarks import for_source
+from tasks.grading import grade_all, split_steps
 from tasks.problems import Problem
 from warehouse.store import Warehouse
 
@@ -34,10 +35,7 @@ def bank_id(model_fingerprint: str, spec: SamplingSpec) -> str:
 def prompt_for(problem: Problem) -> str:
     if problem.source == arith.SOURCE:
         return arith.prompt(problem.question)
-    return (
-        f"{problem.question}\n\nSolve step by step, separating steps with a blank line, "
-        "and put the final answer in \\boxed{}."
-    )
+    return for_source(problem.source).prompt.format(question=problem.question)
 
 
 def prefix_prompt(problem: Problem, steps: Sequence[str]) -> str:
@@ -80,10 +78,11 @@ def sample_chunk(
     now = datetime.now(timezone.utc).replace(tzinfo=None)
     cand: dict[str, list] = {k: [] for k in _CANDIDATE_COLUMNS}
     steps: dict[str, list] = {"candidate_id": [], "step_index": [], "text": []}
+    graded = iter(grade_all([(problem, c.text) for problem, outs in zip(problems, completions) for c in outs]))
     for problem, outs in zip(problems, completions):
         for i, c in enumerate(outs):
             cid = stable_hash(bank, problem.problem_id, i)
-            answer, correct = grade(problem, c.text)
+            answer, correct = next(graded)
             parts = split_steps(c.text)
             row = dict(
                 candidate_id=cid, bank_id=bank, run_id=run_id, problem_id=problem.problem_id,

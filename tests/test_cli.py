@@ -44,3 +44,26 @@ def test_fan_out_names_the_stages_it_can_split(tmp_path: Path):
 def test_query_without_warehouse_is_clear(tmp_path: Path):
     result = runner.invoke(app, ["query", "SELECT 1", "--workdir", str(tmp_path)])
     assert result.exit_code == 1 and "no warehouse" in result.output
+
+
+def test_tasks_lists_every_kind_with_its_counts():
+    result = runner.invoke(app, ["tasks"])
+    assert result.exit_code == 0
+    rows = {line.split()[0]: line.split()[1:3] for line in result.output.splitlines()[1:] if line.strip()}
+    assert rows["math500"] == ["500", "7498"] and rows["gsm8k"] == ["1319", "7473"]
+    assert rows["aime2024"][0] == "30" and rows["aime2025"][0] == "15" and rows["humaneval"] == ["164", "0"]
+    assert {"arith", "math", "omni_math", "jsonl"} <= set(rows)
+
+
+def test_a_bad_problem_file_fails_in_one_line_before_anything_starts(tmp_path: Path):
+    problems = tmp_path / "mine.jsonl"
+    problems.write_text(json.dumps({"problem": "1+1?", "answer": "2"}) + "\n" + '{"problem": "2+2?"}\n')
+    preset = tmp_path / "mine.yaml"
+    preset.write_text(f"extends: smoke\ntask: {{kind: jsonl, path: {problems}}}\ngenerator: {{model: smollm2}}\n"
+                      "scoring: {prm: confidence, baselines: []}\n")
+    result = runner.invoke(app, ["sample-bank", "-p", str(preset), "-w", str(tmp_path / "w")])
+    assert result.exit_code == 2
+    assert f"{problems}:2: missing required field 'answer'" in result.output and "Traceback" not in result.output
+    assert not (tmp_path / "w").exists()
+    fixed = runner.invoke(app, ["show-config", "-p", str(preset), "--set", "task.kind=gsm8k"])
+    assert fixed.exit_code == 2 and "task.path is only read by kinds" in fixed.output

@@ -16,7 +16,8 @@ import flows.sample_bank as sample_bank_module
 from flows.pipeline import pipeline
 from flows.sample_bank import sample_bank
 from flows.score_bank import scorer_key
-from flows.train_base import REGISTERED_NAME, train_base
+from flows.train_base import REGISTERED_NAME
+from configs.schema import PipelineConfig
 from models.scorers import RANDOM, ScorerSource
 
 
@@ -95,11 +96,11 @@ def test_sample_bank_without_model_says_what_to_do(prefect_server, smoke_config,
         sample_bank(config=smoke_config, workdir=str(tmp_path / "empty"))
 
 
-def test_train_base_rejects_jsonl_task(prefect_server, smoke_config, tmp_path):
-    cfg = smoke_config.model_copy(update={"task": smoke_config.task.model_copy(
-        update={"kind": "jsonl", "path": tmp_path / "x.jsonl"})})
-    with pytest.raises(ValueError, match="embedded task"):
-        train_base(config=cfg, workdir=str(tmp_path))
+def test_the_embedded_model_on_another_task_is_a_config_error(smoke_config, tmp_path):
+    settings = smoke_config.model_dump()
+    settings["task"].update(kind="jsonl", path=tmp_path / "x.jsonl")
+    with pytest.raises(ValueError, match="generator.model=base is the embedded model, trained on the embedded task"):
+        PipelineConfig.model_validate(settings)
 
 
 def test_cli_query_reads_the_warehouse(trained_workdir: Path, smoke_config):

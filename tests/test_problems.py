@@ -54,7 +54,7 @@ def test_jsonl_loads_math500_rows(tmp_path: Path):
             {"problem": "Half of one?", "answer": "\\frac{1}{2}"}]
     problems = load_jsonl(_write(tmp_path / "m.jsonl", [json.dumps(r) for r in rows]))
     assert [p.answer for p in problems] == ["2", "\\frac{1}{2}"]
-    assert problems[0].meta["unique_id"] == "a/1.json" and problems[0].level == 1
+    assert problems[0].meta["id"] == "a/1.json" and problems[0].level == 1
     assert problems[0].problem_id != problems[1].problem_id
 
 

@@ -70,6 +70,7 @@ def test_sample_bank_flow_on_jsonl_with_smollm(smollm_dir: Path, math_file: Path
         "task": smoke_config.task.model_copy(update={"kind": "jsonl", "path": math_file}),
         "generator": GeneratorConfig(backend="hf", model=str(smollm_dir), chat_template=True),
         "bank": smoke_config.bank.model_copy(update={"n": 2, "max_tokens": 32}),
+        "scoring": smoke_config.scoring.model_copy(update={"prm": "confidence", "baselines": []}),
     })
     sample_bank(config=config, workdir=str(tmp_path))
     with duckdb.connect(str(tmp_path / "ttscale.duckdb"), read_only=True) as con:

@@ -24,13 +24,16 @@ app = typer.Typer(
 
 Preset = Annotated[str, typer.Option("--preset", "-p", help="preset name (see `ttscale presets`) or a YAML file")]
 WorkdirOpt = Annotated[Path, typer.Option("--workdir", "-w", help="where the warehouse, MLflow store and models live")]
+SetOpt = Annotated[list[str] | None, typer.Option(
+    "--set", "-s", metavar="KEY=VALUE", help="change one setting of the preset (dotted key, YAML value), e.g. "
+    "--set task.kind=gsm8k --set bank.n=16; validated like the preset's own")]
 
 
-def _config(preset: str):  # -> PipelineConfig
+def _config(preset: str, overrides: list[str] | None = None):  # -> PipelineConfig
     from configs import ConfigError, load_config
 
     try:
-        return load_config(preset)
+        return load_config(preset, overrides or ())
     except ConfigError as err:
         typer.secho(str(err), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
@@ -64,8 +67,16 @@ def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command
             "solve": solve, "fan-out": fan_out}
 
 
-def _run_flow(flow_name: str, preset: str, workdir: Path, **params: str) -> None:
-    config = _config(preset)
+def _run_flow(flow_name: str, preset: str, workdir: Path, overrides: list[str] | None = None, **params: str) -> None:
+    config = _config(preset, overrides)
+    from ttscale.preflight import PreflightError, preflight
+
+    try:  # the user's own errors, in seconds, before a server starts or a model loads
+        for warning in preflight(config):
+            typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
+    except PreflightError as err:
+        typer.secho(f"{flow_name}: {err}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from None
     quiet_services()
     from warehouse.store import WarehouseBusy
 
@@ -121,8 +132,8 @@ STAGES = {
 
 
 def _stage_command(flow_name: str):
-    def command(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
-        _run_flow(flow_name, preset, workdir)
+    def command(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None) -> None:
+        _run_flow(flow_name, preset, workdir, set_)
 
     return command
 
@@ -136,6 +147,7 @@ def fan_out(
     stage: Annotated[str, typer.Argument(help="sample-bank, label-steps or search")],
     preset: Preset = "tiny",
     workdir: WorkdirOpt = Path(DEFAULT_WORKDIR),
+    set_: SetOpt = None,
 ) -> None:
     """Split a generator-heavy stage over workers.shard_count shard workers, then load their shards.
 
@@ -151,7 +163,7 @@ def fan_out(
         typer.secho(f"fan-out: unknown stage {stage!r}; choose {', '.join(others)} or {last}",
                     fg=typer.colors.RED, err=True)
         raise typer.Exit(2)
-    _run_flow("fan-out", preset, workdir, stage=stage)
+    _run_flow("fan-out", preset, workdir, set_, stage=stage)
 
 
 @app.command()
@@ -190,9 +202,31 @@ def presets() -> None:
         typer.echo(f"{name:12s} {PRESET_DIR / (name + '.yaml')}")
 
 
+@app.command()
+def tasks() -> None:
+    """List every task kind: where its problems come from and how many each split holds."""
+    from tasks.benchmarks import BENCHMARKS, USER_FILE_KINDS, counts
+
+    typer.echo(f"{'kind':10s} {'test':>6s} {'train':>6s}  about")
+    typer.echo(f"{'arith':10s} {'config':>6s} {'config':>6s}  the embedded arithmetic task, generated "
+               "(task.n_test, task.n_train, task.levels)")
+    found = counts()
+    for kind, benchmark in BENCHMARKS.items():
+        if kind in USER_FILE_KINDS:
+            typer.echo(f"{kind:10s} {'file':>6s} {'-':>6s}  {benchmark.about}")
+            continue
+        row = found[kind]
+        cells = [str(row[s]) if isinstance(row[s], int) else "n/a" for s in ("test", "train")]
+        typer.echo(f"{kind:10s} {cells[0]:>6s} {cells[1]:>6s}  {benchmark.about}")
+        for split in ("test", "train"):
+            if not isinstance(row[split], int):
+                typer.secho(f"{'':10s} {split}: {row[split]}", fg=typer.colors.RED, err=True)
+
+
 @app.command("show-config")
 def show_config(
     preset: Preset = "tiny",
+    set_: SetOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="one line of JSON (for `prefect deployment run --params`)")]
     = False,
 ) -> None:
@@ -201,18 +235,18 @@ def show_config(
 
     import yaml
 
-    config = _config(preset).model_dump(mode="json")
+    config = _config(preset, set_).model_dump(mode="json")
     typer.echo(json.dumps(config) if as_json else yaml.safe_dump(config, sort_keys=False))
 
 
 @app.command()
-def serve(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
+def serve(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), set_: SetOpt = None) -> None:
     """Serve every flow from this process (flow.serve) so runs can be triggered from the Prefect UI.
 
     Needs a running server: `prefect server start`, then `PREFECT_API_URL=http://127.0.0.1:4200/api`.
     The preset fills the forms' defaults; edit them in the UI per run. Stop with Ctrl-C.
     """
-    config = _config(preset)
+    config = _config(preset, set_)
     quiet_services()
     from prefect import serve as prefect_serve
 
@@ -225,6 +259,7 @@ def serve(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) 
 def deploy(
     names: Annotated[list[str] | None, typer.Argument(help="deployment names (default: all in the file)")] = None,
     preset: Preset = "tiny",
+    set_: SetOpt = None,
 ) -> None:
     """Register the deployments of deployments/prefect.yaml with your Prefect server (`prefect deploy`).
 
@@ -242,7 +277,7 @@ def deploy(
     from configs import overlay
 
     repo = Path(__file__).resolve().parent.parent
-    defaults = _config(preset).model_dump(mode="json")
+    defaults = _config(preset, set_).model_dump(mode="json")
     spec = yaml.safe_load((repo / "deployments" / "prefect.yaml").read_text())
     for deployment in spec["deployments"]:
         params = deployment.setdefault("parameters", {}) or {}

