@@ -183,6 +183,12 @@ class ScoreConfig(Frozen):
                             "for the tiny PRM on 2 CPU cores: 42k tokens/s vs 35k at 256)")
     step_separator: str | None = Field(
         default=None, description="external PRMs: text appended after each step and read there (e.g. '<extra_0>')")
+    prm_format: Literal["classifier", "math-shepherd", "rlhflow"] = Field(
+        default="classifier", description="how an external PRM folder reads steps: classifier (token "
+        "classification at each step's end or separator: ours, Qwen/Qwen2.5-Math-PRM-7B with step_separator "
+        "'<extra_0>'), math-shepherd (a causal LM, P('+') vs P('-') at a 'ки' tag after each step: "
+        "peiyi9979/math-shepherd-mistral-7b-prm), rlhflow (a causal LM, one chat turn per step answered '+': "
+        "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data)")
     aggregation: Literal["last", "min", "prod", "mean"] = Field(
         default="last", description="step scores to one candidate score (the paper's best: last)")
     baselines: list[Literal["trained", "confidence", "oracle", "random"]] = Field(

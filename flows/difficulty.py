@@ -27,7 +27,7 @@ STAGE = "difficulty"
 def difficulty_ids(config: PipelineConfig, wd: Workdir) -> tuple[str, str]:
     """(bank id, scorer id) the difficulty of this config is estimated from."""
     bank = bank_id(fingerprint(wd.require_model(config.generator.model)), sampling_spec(config.bank))
-    return bank, scorer_key(resolve_prm(config.scoring.prm, wd, config.generator), config.scoring.step_separator)
+    return bank, scorer_key(resolve_prm(config.scoring.prm, wd, config.generator, config.scoring.prm_format), config.scoring.step_separator)
 
 
 @flow(name=STAGE, log_prints=True)
@@ -37,7 +37,7 @@ def difficulty(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
     wd = Workdir.at(workdir)
     cfg = config.difficulty
     bank, scorer_id = difficulty_ids(config, wd)
-    prm_params = resolve_prm(config.scoring.prm, wd, config.generator).parameters()
+    prm_params = resolve_prm(config.scoring.prm, wd, config.generator, config.scoring.prm_format).parameters()
     run_id = stable_hash(STAGE, bank, scorer_id, cfg.model_dump())
     with Warehouse(wd.warehouse) as wh:
         if wh.is_finished(run_id):

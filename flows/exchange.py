@@ -54,7 +54,7 @@ def trained_size(record: dict | None, name: str, wd: Workdir) -> tuple[float, fl
 
 def verifier_cost(wh: Warehouse, wd: Workdir, config: PipelineConfig) -> tuple[float, float]:
     """(PRM parameters, the FLOPs its labels and training cost): what charging the verifier adds."""
-    source = resolve_prm(config.scoring.prm, wd, config.generator)
+    source = resolve_prm(config.scoring.prm, wd, config.generator, config.scoring.prm_format)
     record = source.record()
     labels = wh.query("SELECT coalesce(sum(flops), 0) AS flops FROM labeling_cost WHERE label_bank_id = ?",
                       [record.get("label_bank_id", "")]).to_pylist()[0]["flops"]

@@ -23,20 +23,24 @@ from flows.train_base import train_base, train_large
 from flows.train_orm import train_orm
 from flows.train_prm import train_prm
 from flows.train_reviser import train_reviser
+from models.smollm import convert
 from ttscale.preflight import preflight
-from ttscale.workdir import DEFAULT_WORKDIR
+from ttscale.workdir import DEFAULT_WORKDIR, Workdir
 
 
 @flow(name="pipeline", log_prints=True)
 def pipeline(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> dict[str, str]:
     """Base model, bank, step labels, PRM, verifier curves, search, revisions, difficulty, allocation."""
     # 0. The user's own errors (a bad problem file, a missing model) in seconds, before any model loads.
-    for warning in preflight(config):
+    for warning in preflight(config, workdir):
         print(f"warning: {warning}")
     out: dict[str, str] = {}
     if config.generator.model == "base":
         # 1. The embedded base model, trained from scratch and registered in MLflow.
         out["base_model"] = train_base(config, workdir)
+    elif config.generator.model == "smollm2":
+        # 1. The shipped SmolLM2 GGUF, converted once into a folder both backends load.
+        out["base_model"] = str(convert(Workdir.at(workdir).model_dir("smollm2")))
     # 2. The sample bank: N graded candidates per test problem, pass@k curves.
     out["bank_id"] = sample_bank(config, workdir)
     # An external PRM (scoring.prm = a path or models:/NAME/VERSION) or a scorer without training

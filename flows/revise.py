@@ -68,7 +68,7 @@ def verifiers(config: PipelineConfig, wd: Workdir) -> dict[str, tuple[ScorerSour
     if not out["orm"][0].path.is_dir():
         raise FileNotFoundError(f"no ORM at {out['orm'][0].path}: run `ttscale train-orm` first")
     try:
-        out["prm"] = (resolve_prm(config.scoring.prm, wd, config.generator), config.scoring.step_separator, split_steps)
+        out["prm"] = (resolve_prm(config.scoring.prm, wd, config.generator, config.scoring.prm_format), config.scoring.step_separator, split_steps)
     except (FileNotFoundError, ValueError):
         pass  # no PRM in this workdir: the sweep runs with the ORM and majority only
     return out

@@ -24,7 +24,7 @@ from configs.schema import GeneratorConfig, PipelineConfig
 from flows.sample_bank import sampling_spec
 from flows.stage import stage_run
 from models.prm import StepScorer
-from models.scorers import CONFIDENCE, ORACLE, RANDOM, ScorerSource, open_scorer
+from models.scorers import CONFIDENCE, ORACLE, RANDOM, PRMFormat, ScorerSource, open_scorer
 from tasks import arith
 from tasks.findings import verifier_budgets, verifier_comparisons
 from tasks.findings_report import comparison_lines
@@ -42,9 +42,11 @@ SCORE_SCHEMA = pa.schema([("scorer_id", pa.string()), ("candidate_id", pa.string
                           ("run_id", pa.string()), ("score", pa.float64()), ("prefix_tokens", pa.int32())])
 
 
-def resolve_prm(spec: str, wd: Workdir, generator: GeneratorConfig = GeneratorConfig()) -> ScorerSource:
+def resolve_prm(spec: str, wd: Workdir, generator: GeneratorConfig = GeneratorConfig(),
+                prm_format: PRMFormat = "classifier") -> ScorerSource:
     """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; 'random' / 'oracle' ->
-    the scorers that need no weights; 'confidence' -> the generator's folder; else a local folder."""
+    the scorers that need no weights; 'confidence' -> the generator's folder; else a local folder,
+    read in `prm_format` (scoring.prm_format)."""
     if spec in (RANDOM, ORACLE):
         return ScorerSource(spec)
     if spec == CONFIDENCE:
@@ -60,7 +62,7 @@ def resolve_prm(spec: str, wd: Workdir, generator: GeneratorConfig = GeneratorCo
     path = Path(spec).expanduser().resolve()
     if not path.is_dir():
         raise FileNotFoundError(f"scoring.prm: no PRM folder at {path}")
-    return ScorerSource("prm", path)
+    return ScorerSource("prm", path, prm_format=prm_format)
 
 
 def scorer_key(source: ScorerSource, step_separator: str | None) -> str:
@@ -175,7 +177,7 @@ def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)
     bank = bank_id(fingerprint(model_dir), sampling_spec(config.bank))
-    source = resolve_prm(config.scoring.prm, wd, config.generator)
+    source = resolve_prm(config.scoring.prm, wd, config.generator, config.scoring.prm_format)
     baselines = baseline_sources(config, wd, source)
     scorer_id = scorer_key(source, config.scoring.step_separator)
     run_id = stable_hash(STAGE, bank, scorer_id, config.scoring.resamples,

@@ -71,7 +71,7 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)
-    source = resolve_prm(config.scoring.prm, wd, config.generator)
+    source = resolve_prm(config.scoring.prm, wd, config.generator, config.scoring.prm_format)
     scorer_id = scorer_key(source, config.scoring.step_separator)
     context = stable_hash(fingerprint(model_dir), scorer_id, config.generator.backend)
     all_problems = load_problems(config.task)

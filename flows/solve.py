@@ -43,7 +43,7 @@ def solve(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORK
     wd = Workdir.at(workdir)
     cfg = config.solve
     model_dir = wd.require_model(config.generator.model)
-    source = resolve_prm(config.scoring.prm, wd, config.generator)
+    source = resolve_prm(config.scoring.prm, wd, config.generator, config.scoring.prm_format)
     scorer_id = scorer_key(source, config.scoring.step_separator)
     problems = [p for p in load_problems(config.task) if p.split == "test"][cfg.first : cfg.first + cfg.count]
     if not problems:

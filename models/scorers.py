@@ -30,6 +30,7 @@ from ttscale.workdir import fingerprint, read_record
 
 RANDOM, CONFIDENCE, ORACLE = "random", "confidence", "oracle"
 ScorerKind = Literal["prm", "random", "confidence", "oracle"]
+PRMFormat = Literal["classifier", "math-shepherd", "rlhflow"]
 
 
 @dataclass(frozen=True)
@@ -39,18 +40,22 @@ class ScorerSource:
     kind: ScorerKind
     path: Path | None = None
     chat_template: bool = False  # confidence: read the prompt as the generator was given it
+    prm_format: PRMFormat = "classifier"  # a PRM folder: token classification, or a causal LM read at labels
 
     def identity(self) -> str:
         """What a scorer id hashes: a PRM's weights (as ids have always been), or the kind and its weights."""
         if self.path is None:
             return self.kind
-        return fingerprint(self.path) if self.kind == "prm" else f"{self.kind}:{fingerprint(self.path)}:{self.chat_template}"
+        if self.kind == "prm":
+            weights = fingerprint(self.path)
+            return weights if self.prm_format == "classifier" else f"{self.prm_format}:{weights}"
+        return f"{self.kind}:{fingerprint(self.path)}:{self.chat_template}"
 
     def parameters(self) -> int:
         """Parameters a scorer spends FLOPs with (for compute accounting), without loading weights."""
-        if self.kind == "prm":
+        if self.kind == "prm" and self.prm_format == "classifier":
             return parameter_count(self.path)
-        if self.kind == CONFIDENCE:
+        if self.kind in ("prm", CONFIDENCE):
             from models.confidence import causal_parameter_count
 
             return causal_parameter_count(self.path)
@@ -126,4 +131,8 @@ def open_scorer(source: ScorerSource, cfg: ScoreConfig) -> StepScorer:
         from models.confidence import ConfidenceScorer
 
         return ConfidenceScorer(source.path, cfg.batch_size, cfg.threads, chat_template=source.chat_template)
+    if source.prm_format != "classifier":
+        from models.lm_prm import LabelTokenPRM
+
+        return LabelTokenPRM(source.path, source.prm_format, cfg.batch_size, cfg.threads)
     return PRM.for_scoring(source.path, cfg)

@@ -142,3 +142,16 @@ def test_dotted_overrides_on_a_preset():
                          (["bank.n=-1"], "bank.n"), (["bank=1", "bank.n=2"], "already set to a value")):
         with pytest.raises(ConfigError, match=message):
             load_config("smoke", bad)
+
+
+def test_a_workdir_holds_one_task(tmp_path: Path):
+    from tasks.sampling import problems_table
+    from ttscale.preflight import PreflightError, preflight
+    from warehouse.store import Warehouse
+
+    smoke = load_config("smoke")
+    with Warehouse(tmp_path / "ttscale.duckdb") as wh:
+        wh.insert("problems", problems_table(load_problems(smoke.task)))
+    preflight(smoke, tmp_path)  # the same task goes on
+    with pytest.raises(PreflightError, match="holds the test problems of arith; this task's are gsm8k"):
+        preflight(load_config("real-cpu"), tmp_path)

@@ -1,5 +1,6 @@
-"""A real SIGKILL in the middle of sampling, and again in the middle of step labeling: the re-run
-loses nothing, duplicates nothing, and does not generate again what was committed before the kill."""
+"""A real SIGKILL (and a SIGTERM) in the middle of sampling, and a SIGKILL in the middle of step
+labeling: the re-run loses nothing, duplicates nothing, and does not generate again what was
+committed before the kill."""
 
 from __future__ import annotations
 
@@ -12,13 +13,16 @@ import time
 from pathlib import Path
 
 import duckdb
+import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
 
 
-def _kill_mid_run(cmd: list[str]) -> None:
-    """Start a stage in its own process group, wait for its first finished chunk task, then SIGKILL it."""
+def _kill_mid_run(cmd: list[str], how: signal.Signals = signal.SIGKILL) -> None:
+    """Start a stage in its own process group, wait for its first finished chunk task, then kill it:
+    SIGKILL the whole group (nothing can clean up), or SIGTERM the command alone (a scheduler's stop),
+    which must end it within seconds, saying how to resume."""
     proc = subprocess.Popen(cmd, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             start_new_session=True)
     seen = ""
@@ -29,12 +33,20 @@ def _kill_mid_run(cmd: list[str]) -> None:
             break
         seen += line
     time.sleep(1.5)  # let a few more chunks commit, then kill mid-run
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    assert proc.returncode == -signal.SIGKILL, seen[-2000:]
+    if how == signal.SIGKILL:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+        assert proc.returncode == -signal.SIGKILL, seen[-2000:]
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    stopped = time.monotonic()
+    rest, _ = proc.communicate(timeout=60)
+    assert time.monotonic() - stopped < 20, "SIGTERM should end a run within seconds"
+    assert proc.returncode == 130 and "run the same command again to resume" in rest, (seen + rest)[-2000:]
 
 
-def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, tmp_path: Path):
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
+def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, tmp_path: Path, how: signal.Signals):
     workdir = tmp_path / "killed"
     shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
     config = smoke_config.model_dump(mode="json")
@@ -43,7 +55,7 @@ def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, t
     preset = tmp_path / "kill.yaml"
     preset.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "ttscale.cli", "sample-bank", "-p", str(preset), "-w", str(workdir)]
-    _kill_mid_run(cmd)
+    _kill_mid_run(cmd, how)
 
     db = str(workdir / "ttscale.duckdb")
     with duckdb.connect(db, read_only=True) as con:

@@ -7,6 +7,7 @@ temporary local server when none is configured.
 
 from __future__ import annotations
 
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -72,7 +73,7 @@ def _run_flow(flow_name: str, preset: str, workdir: Path, overrides: list[str] |
     from ttscale.preflight import PreflightError, preflight
 
     try:  # the user's own errors, in seconds, before a server starts or a model loads
-        for warning in preflight(config):
+        for warning in preflight(config, workdir):
             typer.secho(f"warning: {warning}", fg=typer.colors.YELLOW, err=True)
     except PreflightError as err:
         typer.secho(f"{flow_name}: {err}", fg=typer.colors.RED, err=True)
@@ -86,6 +87,10 @@ def _run_flow(flow_name: str, preset: str, workdir: Path, overrides: list[str] |
     except (FileNotFoundError, ValueError, ImportError, WarehouseBusy) as err:
         typer.secho(f"{flow_name} failed: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from None
+    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main)
+        typer.secho(f"{flow_name} stopped; run the same command again to resume where it left off",
+                    fg=typer.colors.YELLOW, err=True)
+        raise typer.Exit(130) from None
     typer.secho(f"{flow_name} finished: {result}", fg=typer.colors.GREEN)
     typer.echo(f"warehouse: {Path(workdir).resolve() / 'ttscale.duckdb'}   "
                f"mlflow: sqlite:///{Path(workdir).resolve() / 'mlflow.db'}")
@@ -309,7 +314,19 @@ def convert_smollm2(workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
     typer.echo(f"SmolLM2 ready at {out}")
 
 
+def _stop_on_sigterm() -> None:
+    """SIGTERM (a scheduler, `kill`, a container stopping) ends a run the way Ctrl-C does: as an
+    exception in the main thread, so Prefect marks the run, the temporary Prefect server and the
+    model servers shut down (by default SIGTERM killed this process and left them running), and the
+    warehouse keeps only whole chunks. Running the same command again resumes."""
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"stopped by signal {signum}")
+
+    signal.signal(signal.SIGTERM, stop)
+
+
 def main() -> None:
+    _stop_on_sigterm()
     app()
 
 

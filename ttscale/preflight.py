@@ -34,8 +34,9 @@ class _Collect(logging.Handler):
         self.messages.append(record.getMessage())
 
 
-def preflight(config: PipelineConfig) -> list[str]:
-    """Raise PreflightError on the first problem; return the warnings (e.g. duplicate problems dropped)."""
+def preflight(config: PipelineConfig, workdir: str | Path | None = None) -> list[str]:
+    """Raise PreflightError on the first problem; return the warnings (e.g. duplicate problems dropped).
+    With a workdir, also refuse a task other than the one its warehouse holds."""
     collect = _Collect()
     loader_log = logging.getLogger("ttscale.benchmarks")
     loader_log.addHandler(collect)
@@ -47,6 +48,8 @@ def preflight(config: PipelineConfig) -> list[str]:
         loader_log.removeHandler(collect)
     if not any(p.split == "test" for p in problems):
         raise PreflightError(f"task.kind={config.task.kind}: no test problems")
+    if workdir is not None:
+        _one_task_per_workdir(Path(workdir), {p.source for p in problems if p.split == "test"})
     model = config.generator.model
     if model == "smollm2":
         try:
@@ -61,3 +64,22 @@ def preflight(config: PipelineConfig) -> list[str]:
         raise PreflightError(f"scoring.prm: {prm!r} is neither a scorer name ({', '.join(sorted(_NAMED_SCORERS))}), "
                              "a models:/NAME/VERSION URI nor an existing path")
     return collect.messages
+
+
+def _one_task_per_workdir(workdir: Path, sources: set[str]) -> None:
+    """Banks are named by model and sampling settings, search curves by scorer: two tasks in one
+    warehouse would share them. So a workdir holds one task's test problems."""
+    from warehouse.store import Warehouse, WarehouseBusy
+
+    path = workdir / "ttscale.duckdb"
+    if not path.exists():
+        return
+    try:
+        with Warehouse(path, read_only=True, lock_timeout=2) as wh:
+            held = set(wh.query("SELECT DISTINCT source FROM problems WHERE split = 'test'").column("source").to_pylist())
+    except WarehouseBusy:
+        return  # a run is writing it; that run checked
+    if held and not held & sources:
+        raise PreflightError(f"{workdir} holds the test problems of {', '.join(sorted(held))}; this task's are "
+                             f"{', '.join(sorted(sources))}: one task per workdir (banks and search curves are "
+                             "per workdir), so pass another --workdir")
