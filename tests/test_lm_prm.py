@@ -12,7 +12,7 @@ import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
 from configs.schema import ScoreConfig
-from models.lm_prm import BAD, GOOD, SHEPHERD_TAG, LabelTokenPRM
+from models.lm_prm import GOOD, SHEPHERD_TAG, LabelTokenPRM
 from models.scorers import ScorerSource, open_scorer
 from models.tiny import build_tokenizer
 
