@@ -95,6 +95,6 @@ def bank_curves(
                 "guess": guess_at_k(p.answer, prior, k),
             }
             for metric, v in values.items():
-                for level in (0, p.level):
+                for level in {0, p.level}:  # a problem without a level (0) counts once
                     per.setdefault((metric, level, k), []).append(v)
     return {key: float(np.mean(v)) for key, v in sorted(per.items())}

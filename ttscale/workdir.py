@@ -77,10 +77,15 @@ class Workdir:
         return Path(name).expanduser().resolve()
 
     def require_model(self, name: str) -> Path:
-        """The model's folder, or an error that says which command makes it."""
+        """The model's folder, or an error that says which command makes it. SmolLM2 ships as a GGUF
+        file in a package: any stage that needs it converts it once (about 30 s), as `run` does."""
         path = self.model_dir(name)
+        if name == "smollm2" and not (path / "model.safetensors").is_file():
+            from models.smollm import convert
+
+            return convert(path)
         if not path.is_dir():
-            hint = {"base": " (run `ttscale train-base` first)", "smollm2": " (run `ttscale convert-smollm2` first)"}
+            hint = {"base": " (run `ttscale train-base` first)"}
             raise FileNotFoundError(f"model not found: {path}{hint.get(name, '')}")
         return path
 

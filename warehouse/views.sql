@@ -1,6 +1,6 @@
 -- Curves a user can get with SQL alone. Views are recreated on every read-write open.
 
--- pass@k per bank and level (0 = all), unbiased estimator 1 - C(n-c, k) / C(n, k)
+-- pass@k per bank and level (0 = all problems; a problem without a level has level 0), unbiased estimator 1 - C(n-c, k) / C(n, k)
 -- computed as a product to stay exact for large n; k runs over powers of two up to n.
 CREATE OR REPLACE VIEW per_problem AS
 SELECT c.bank_id, c.problem_id, p.level, count(*) AS n, sum(c.correct::INT) AS c
@@ -25,7 +25,7 @@ scored AS (
     GROUP BY pp.bank_id, pp.level, pp.problem_id, ks.k, pp.n, pp.c
 )
 SELECT bank_id, level, k, avg(pass) AS pass_at_k, count(*) AS problems
-FROM scored GROUP BY bank_id, level, k
+FROM scored WHERE level > 0 GROUP BY bank_id, level, k  -- level 0: the dataset gives none (GSM8K), so only "all"
 UNION ALL
 SELECT bank_id, 0 AS level, k, avg(pass), count(*)
 FROM scored GROUP BY bank_id, k
