@@ -140,9 +140,11 @@ def budget_ratio(rows: Sequence[dict], source: str, kind: str, budget: int, fami
     claim = "compute-optimal needs less budget than best-of-N for its accuracy (paper: up to 4x)"
     confidence = 1 - alpha / max(1, family)
     curve = base.mean(axis=0)
-    if not sel or curve.max() - curve.min() < 1e-12:
-        # best-of-N gains nothing with budget here (all wrong, or all right): no budget buys an accuracy,
-        # so no ratio is defined
+    floor_tie = bool(sel) and opt.mean() < 1e-12 and curve[0] < 1e-12
+    if not sel or curve.max() - curve.min() < 1e-12 or floor_tie:
+        # best-of-N gains nothing with budget here (all wrong, or all right), or the policy solves nothing
+        # and neither does best-of-N's smallest budget: a tie at zero "matches" at any budget, so no ratio
+        # is defined (a weak model on GSM8K called this 0.5x, contradicted)
         return Comparison(5, claim, f"compute-optimal {source} ({kind} bins)", baseline, "all", float(budget), 0.0,
                           0.0, 0.0, 0, 0.0, family, confidence, "log2 budget ratio")
     point = log_ratio(float(opt.mean()), curve)

@@ -216,3 +216,16 @@ def test_a_bound_that_excludes_zero_never_prints_as_zero():
 
     assert _signed(0.0003) == "+0.0003" and _signed(-0.00004) == "-0.00004"
     assert _signed(0.0) == "+0.000" and _signed(0.1234) == "+0.123"
+
+
+def test_no_budget_ratio_when_the_policy_and_the_cheapest_best_of_n_both_solve_nothing():
+    """SmolLM2 on GSM8K: one problem right at N = 2 moved best-of-N's curve off flat, the policy solved
+    nothing, and the ratio read "0.5x, contradicted" from a tie at zero."""
+    rows = [dict(source="search", bin_kind="oracle", budget=n, split=s, problem_id=str(p), bin=1, optimal=0.0,
+                 baseline=float(n == 2 and p == 0), baseline_name="best-of-N", choosable=2)
+            for n in (1, 2, 4) for s in range(2) for p in range(12)]
+    ratio = budget_ratio(rows, "search", "oracle", 2)
+    assert ratio.verdict == NOT_MEASURED and ratio.problems == 0  # not "contradicted"
+    rows = [{**r, "baseline": 1.0 if r["problem_id"] in "123" or (r["problem_id"] == "5" and r["budget"] == 4)
+             else r["baseline"]} for r in rows]
+    assert budget_ratio(rows, "search", "oracle", 2).problems == 12  # best-of-N@1 solves some: a ratio exists
