@@ -19,11 +19,11 @@ from ttscale.workdir import Workdir, quiet_services
 
 
 def scoring_throughput(wd: Workdir, candidates: int, batch_sizes: list[int], threads: int) -> None:
-    from configs import load_config
-    from models.prm import PRM
-    from tasks.problems import load_problems
-    from tasks.sampling import prompt_for
-    from warehouse.store import Warehouse
+    from ttscale.configs import load_config
+    from ttscale.models.prm import PRM
+    from ttscale.tasks.problems import load_problems
+    from ttscale.tasks.sampling import prompt_for
+    from ttscale.warehouse.store import Warehouse
 
     with Warehouse(wd.warehouse, read_only=True) as wh:
         rows = wh.query(
@@ -47,7 +47,7 @@ def scoring_throughput(wd: Workdir, candidates: int, batch_sizes: list[int], thr
 
 
 def labeling_cost(wd: Workdir) -> None:
-    from warehouse.store import Warehouse
+    from ttscale.warehouse.store import Warehouse
 
     with Warehouse(wd.warehouse, read_only=True) as wh:
         rows = wh.query(

@@ -23,8 +23,8 @@ from ttscale.workdir import Workdir, quiet_services
 
 def backend_tokens_per_s(backend: str, model_dir: Path, prompts: list[str], n: int, max_tokens: int,
                          chat: bool = False) -> tuple[float, float]:
-    from configs.schema import GeneratorConfig
-    from models.generator import SamplingSpec, open_generator
+    from ttscale.configs.schema import GeneratorConfig
+    from ttscale.models.generator import SamplingSpec, open_generator
 
     with open_generator(GeneratorConfig(backend=backend, chat_template=chat), model_dir) as gen:
         gen.generate(prompts[:2], SamplingSpec(n=1, max_tokens=8))  # warm-up
@@ -36,8 +36,8 @@ def backend_tokens_per_s(backend: str, model_dir: Path, prompts: list[str], n: i
 
 
 def flow_seconds(workdir: Path, problems: int, n: int, backend: str) -> tuple[float, int]:
-    from configs import load_config
-    from flows.sample_bank import sample_bank
+    from ttscale.configs import load_config
+    from ttscale.flows.sample_bank import sample_bank
 
     base = load_config("tiny")
     cfg = base.model_copy(update={
@@ -58,7 +58,7 @@ def flow_seconds(workdir: Path, problems: int, n: int, backend: str) -> tuple[fl
 
 
 def ingest_rows_per_s(rows: int = 1_000_000) -> float:
-    from warehouse.store import Warehouse
+    from ttscale.warehouse.store import Warehouse
 
     rng = np.random.default_rng(0)
     table = pa.table({
@@ -91,9 +91,9 @@ def main() -> None:
     quiet_services()
     wd = Workdir.at(args.workdir)
     base = wd.model_dir("base")
-    from configs import load_config
-    from tasks.problems import load_problems
-    from tasks.sampling import prompt_for
+    from ttscale.configs import load_config
+    from ttscale.tasks.problems import load_problems
+    from ttscale.tasks.sampling import prompt_for
 
     tiny = load_config("tiny")
     problems = [p for p in load_problems(tiny.task.model_copy(update={"n_test": args.problems})) if p.split == "test"]

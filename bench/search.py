@@ -39,11 +39,11 @@ def main() -> None:
     parser.add_argument("--backend", default="vllm", choices=["hf", "vllm"])
     args = parser.parse_args()
     quiet_services()
-    from configs import load_config
-    from models.generator import open_generator
-    from models.prm import PRM
-    from tasks.problems import load_problems
-    from tasks.search import STRATEGIES, SearchParams
+    from ttscale.configs import load_config
+    from ttscale.models.generator import open_generator
+    from ttscale.models.prm import PRM
+    from ttscale.tasks.problems import load_problems
+    from ttscale.tasks.search import STRATEGIES, SearchParams
 
     wd = Workdir.at(args.workdir)
     tiny = load_config("tiny")

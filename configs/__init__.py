@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from configs.schema import PipelineConfig
+from ttscale.configs.schema import PipelineConfig
 
 PRESET_DIR = Path(__file__).parent
 DEFAULT_PRESET = "tiny"

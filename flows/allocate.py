@@ -18,22 +18,22 @@ from collections import defaultdict
 import pyarrow as pa
 from prefect import flow, get_run_logger
 
-from configs.schema import PipelineConfig
-from flows.difficulty import difficulty_ids
-from flows.revise import sweep_ids
-from flows.stage import stage_run
-from tasks.allocation import (Outcomes, budget_ratio, choosable, cross_validate, efficiency, evaluate_allocator,
+from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.difficulty import difficulty_ids
+from ttscale.flows.revise import sweep_ids
+from ttscale.flows.stage import stage_run
+from ttscale.tasks.allocation import (Outcomes, budget_ratio, choosable, cross_validate, efficiency, evaluate_allocator,
                               fit_policy, shared_problems)
-from tasks.allocation_report import allocation_markdown, plot_allocation
-from tasks.difficulty import agreement
-from tasks.findings import allocation_comparisons
-from tasks.findings_report import comparison_lines
-from tasks.metrics import wilson
-from tasks.sampling import stable_hash
-from tasks.search_report import variant
-from tasks.tracking import log_metrics, publish_report
+from ttscale.tasks.allocation_report import allocation_markdown, plot_allocation
+from ttscale.tasks.difficulty import agreement
+from ttscale.tasks.findings import allocation_comparisons
+from ttscale.tasks.findings_report import comparison_lines
+from ttscale.tasks.metrics import wilson
+from ttscale.tasks.sampling import stable_hash
+from ttscale.tasks.search_report import variant
+from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "allocate"
 # bumped when what this stage stores changes, so a workdir from before recomputes instead of skipping

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from configs.schema import PipelineConfig
-from flows.sample_bank import sampling_spec
-from flows.score_bank import resolve_prm, scorer_key
-from flows.stage import stage_run
-from tasks.difficulty import agreement, difficulty_table
-from tasks.sampling import bank_id, stable_hash
-from tasks.tracking import log_metrics
+from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.sample_bank import sampling_spec
+from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.flows.stage import stage_run
+from ttscale.tasks.difficulty import agreement, difficulty_table
+from ttscale.tasks.sampling import bank_id, stable_hash
+from ttscale.tasks.tracking import log_metrics
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "difficulty"
 

@@ -18,21 +18,21 @@ import pyarrow as pa
 from prefect import flow, get_run_logger
 from tqdm.auto import tqdm
 
-from configs.schema import PipelineConfig
-from flows.difficulty import difficulty_ids
-from flows.score_bank import candidates_by_problem, resolve_prm
-from flows.stage import stage_run
-from models.generator import SamplingSpec, open_generator
-from tasks.allocation import cross_validate
-from tasks.comparison import paired
-from tasks.difficulty import quantile_bins
-from tasks.exchange import matched_samples, members, per_problem_accuracy, split_bank, summary_row
-from tasks.exchange_report import exchange_markdown, plot_exchange
-from tasks.problems import load_problems
-from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
-from tasks.tracking import log_metrics, publish_report
+from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.difficulty import difficulty_ids
+from ttscale.flows.score_bank import candidates_by_problem, resolve_prm
+from ttscale.flows.stage import stage_run
+from ttscale.models.generator import SamplingSpec, open_generator
+from ttscale.tasks.allocation import cross_validate
+from ttscale.tasks.comparison import paired
+from ttscale.tasks.difficulty import quantile_bins
+from ttscale.tasks.exchange import matched_samples, members, per_problem_accuracy, split_bank, summary_row
+from ttscale.tasks.exchange_report import exchange_markdown, plot_exchange
+from ttscale.tasks.problems import load_problems
+from ttscale.tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
+from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, read_record
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "exchange"
 METHOD = "greedy"

@@ -25,12 +25,12 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from configs.schema import PipelineConfig, WorkerConfig
-from flows.label_steps import label_steps
-from flows.load_shards import load_shards
-from flows.sample_bank import sample_bank
-from flows.search import search
-from tasks.sampling import stable_hash
+from ttscale.configs.schema import PipelineConfig, WorkerConfig
+from ttscale.flows.label_steps import label_steps
+from ttscale.flows.load_shards import load_shards
+from ttscale.flows.sample_bank import sample_bank
+from ttscale.flows.search import search
+from ttscale.tasks.sampling import stable_hash
 from ttscale.workdir import DEFAULT_WORKDIR
 
 SHARDED_STAGES = {"sample-bank": sample_bank, "label-steps": label_steps, "search": search}

@@ -19,15 +19,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import LabelConfig, PipelineConfig
-from flows.stage import problems_to_shards, stage_run
-from models.generator import Generator, SamplingSpec, open_generator
-from tasks.labeling import METHOD, label_chunk
-from tasks.problems import Problem, load_problems
-from tasks.sampling import pending, problems_table, stable_hash
-from tasks.tracking import log_metrics
+from ttscale.configs.schema import LabelConfig, PipelineConfig
+from ttscale.flows.stage import problems_to_shards, stage_run
+from ttscale.models.generator import Generator, SamplingSpec, open_generator
+from ttscale.tasks.labeling import METHOD, label_chunk
+from ttscale.tasks.problems import Problem, load_problems
+from ttscale.tasks.sampling import pending, problems_table, stable_hash
+from ttscale.tasks.tracking import log_metrics
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "label-steps"
 

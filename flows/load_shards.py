@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
-from configs.schema import PipelineConfig
+from ttscale.configs.schema import PipelineConfig
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir
-from warehouse.shards import load_shards as ingest
-from warehouse.store import Warehouse
+from ttscale.warehouse.shards import load_shards as ingest
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "load-shards"
 

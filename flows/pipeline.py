@@ -8,22 +8,22 @@ from __future__ import annotations
 
 from prefect import flow
 
-from configs.schema import PipelineConfig
-from flows.allocate import allocate
-from flows.difficulty import difficulty
-from flows.exchange import exchange
-from flows.label_steps import label_steps
-from flows.report import report
-from flows.revise import revise
-from flows.revision_data import revision_data
-from flows.sample_bank import sample_bank
-from flows.score_bank import score_bank
-from flows.search import search
-from flows.train_base import train_base, train_large
-from flows.train_orm import train_orm
-from flows.train_prm import train_prm
-from flows.train_reviser import train_reviser
-from models.smollm import convert
+from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.allocate import allocate
+from ttscale.flows.difficulty import difficulty
+from ttscale.flows.exchange import exchange
+from ttscale.flows.label_steps import label_steps
+from ttscale.flows.report import report
+from ttscale.flows.revise import revise
+from ttscale.flows.revision_data import revision_data
+from ttscale.flows.sample_bank import sample_bank
+from ttscale.flows.score_bank import score_bank
+from ttscale.flows.search import search
+from ttscale.flows.train_base import train_base, train_large
+from ttscale.flows.train_orm import train_orm
+from ttscale.flows.train_prm import train_prm
+from ttscale.flows.train_reviser import train_reviser
+from ttscale.models.smollm import convert
 from ttscale.preflight import preflight
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir
 

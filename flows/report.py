@@ -15,22 +15,22 @@ from __future__ import annotations
 import pyarrow as pa
 from prefect import flow, get_run_logger
 
-from configs.schema import PipelineConfig
-from flows.difficulty import difficulty_ids
-from flows.revise import sweep_ids
-from flows.score_bank import candidates_by_problem
-from flows.stage import stage_run
-from tasks.allocation import budget_ratio
-from tasks.findings import (Finding, allocation_comparisons, easy_and_hard, exchange_comparisons,
+from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.difficulty import difficulty_ids
+from ttscale.flows.revise import sweep_ids
+from ttscale.flows.score_bank import candidates_by_problem
+from ttscale.flows.stage import stage_run
+from ttscale.tasks.allocation import budget_ratio
+from ttscale.tasks.findings import (Finding, allocation_comparisons, easy_and_hard, exchange_comparisons,
                             findings_table_rows, problem_levels, revision_comparisons, search_comparisons,
                             stored_revision_outcomes, stored_search_outcomes, verifier_budgets,
                             verifier_comparisons)
-from tasks.findings_report import findings_markdown, plot_forest
-from tasks.revision_report import RevisionFindings
-from tasks.sampling import stable_hash
-from tasks.tracking import log_metrics, publish_report, set_tags
+from ttscale.tasks.findings_report import findings_markdown, plot_forest
+from ttscale.tasks.revision_report import RevisionFindings
+from ttscale.tasks.sampling import stable_hash
+from ttscale.tasks.tracking import log_metrics, publish_report, set_tags
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, read_record
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "report"
 

@@ -16,27 +16,27 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import PipelineConfig
-from flows.sample_bank import sampling_spec
-from flows.score_bank import resolve_prm, scorer_key
-from flows.stage import stage_run
-from flows.train_orm import chain_set_key, chain_spec, run_chains
-from flows.train_reviser import reviser_dir
-from models.generator import open_generator
-from models.prm import StepScorer
-from models.reviser import ContextRoom
-from models.scorers import ScorerSource, open_scorer
-from tasks.findings import easy_and_hard, problem_levels, revision_comparisons, stored_revision_outcomes
-from tasks.findings_report import comparison_lines
-from tasks.grading import split_steps
-from tasks.problems import Problem, load_problems
-from tasks.revision_report import RevisionFindings, plot_heatmaps, revision_markdown, revision_metrics
-from tasks.revision_sweep import RULES, ChainAttempt, selections_table, sweep
-from tasks.revisions import staircase
-from tasks.sampling import bank_id, problems_table, prompt_for, stable_hash
-from tasks.tracking import log_metrics, publish_report
+from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.sample_bank import sampling_spec
+from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.flows.stage import stage_run
+from ttscale.flows.train_orm import chain_set_key, chain_spec, run_chains
+from ttscale.flows.train_reviser import reviser_dir
+from ttscale.models.generator import open_generator
+from ttscale.models.prm import StepScorer
+from ttscale.models.reviser import ContextRoom
+from ttscale.models.scorers import ScorerSource, open_scorer
+from ttscale.tasks.findings import easy_and_hard, problem_levels, revision_comparisons, stored_revision_outcomes
+from ttscale.tasks.findings_report import comparison_lines
+from ttscale.tasks.grading import split_steps
+from ttscale.tasks.problems import Problem, load_problems
+from ttscale.tasks.revision_report import RevisionFindings, plot_heatmaps, revision_markdown, revision_metrics
+from ttscale.tasks.revision_sweep import RULES, ChainAttempt, selections_table, sweep
+from ttscale.tasks.revisions import staircase
+from ttscale.tasks.sampling import bank_id, problems_table, prompt_for, stable_hash
+from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "revise"
 SCORE_SCHEMA = pa.schema([("attempt_id", pa.string()), ("verifier", pa.string()), ("scorer_id", pa.string()),

@@ -18,15 +18,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import PipelineConfig, RevisionDataConfig
-from flows.stage import stage_run
-from models.generator import SamplingSpec, open_generator
-from tasks.problems import Problem, load_problems
-from tasks.revisions import Trajectory, trajectories, trajectories_table
-from tasks.sampling import pending, problems_table, sample_chunk, stable_hash
-from tasks.tracking import log_metrics
+from ttscale.configs.schema import PipelineConfig, RevisionDataConfig
+from ttscale.flows.stage import stage_run
+from ttscale.models.generator import SamplingSpec, open_generator
+from ttscale.tasks.problems import Problem, load_problems
+from ttscale.tasks.revisions import Trajectory, trajectories, trajectories_table
+from ttscale.tasks.sampling import pending, problems_table, sample_chunk, stable_hash
+from ttscale.tasks.tracking import log_metrics
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "revision-data"
 METHOD = "revision"  # candidates.method of these solutions: not part of any test-split bank

@@ -16,15 +16,15 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import BankConfig, PipelineConfig
-from flows.stage import problems_to_shards, stage_run
-from models.generator import Generator, SamplingSpec, open_generator
-from tasks.problems import Problem, load_problems
-from tasks.report import build_bank_report, plot_bank
-from tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
-from tasks.tracking import log_metrics, publish_report
+from ttscale.configs.schema import BankConfig, PipelineConfig
+from ttscale.flows.stage import problems_to_shards, stage_run
+from ttscale.models.generator import Generator, SamplingSpec, open_generator
+from ttscale.tasks.problems import Problem, load_problems
+from ttscale.tasks.report import build_bank_report, plot_bank
+from ttscale.tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
+from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "sample-bank"
 

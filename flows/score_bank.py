@@ -20,22 +20,22 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import GeneratorConfig, PipelineConfig
-from flows.sample_bank import sampling_spec
-from flows.stage import stage_run
-from models.prm import StepScorer
-from models.scorers import CONFIDENCE, ORACLE, RANDOM, PRMFormat, ScorerSource, open_scorer
-from tasks import arith
-from tasks.findings import verifier_budgets, verifier_comparisons
-from tasks.findings_report import comparison_lines
-from tasks.problems import Problem, load_problems
-from tasks.sampling import bank_id, prompt_for, stable_hash
-from tasks.selection import AGGREGATIONS, CurvePoint, ProblemCandidates, aggregate, curves
-from tasks.tracking import log_metrics, publish_report, registered_model_path
-from tasks.verifier_report import (Diagnosis, Quality, curve_metrics, curves_markdown, curves_table, diagnose,
+from ttscale.configs.schema import GeneratorConfig, PipelineConfig
+from ttscale.flows.sample_bank import sampling_spec
+from ttscale.flows.stage import stage_run
+from ttscale.models.prm import StepScorer
+from ttscale.models.scorers import CONFIDENCE, ORACLE, RANDOM, PRMFormat, ScorerSource, open_scorer
+from ttscale.tasks import arith
+from ttscale.tasks.findings import verifier_budgets, verifier_comparisons
+from ttscale.tasks.findings_report import comparison_lines
+from ttscale.tasks.problems import Problem, load_problems
+from ttscale.tasks.sampling import bank_id, prompt_for, stable_hash
+from ttscale.tasks.selection import AGGREGATIONS, CurvePoint, ProblemCandidates, aggregate, curves
+from ttscale.tasks.tracking import log_metrics, publish_report, registered_model_path
+from ttscale.tasks.verifier_report import (Diagnosis, Quality, curve_metrics, curves_markdown, curves_table, diagnose,
                                    plot_curves, points_from_table)
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "score-bank"
 SCORE_SCHEMA = pa.schema([("scorer_id", pa.string()), ("candidate_id", pa.string()), ("step_index", pa.int32()),

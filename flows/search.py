@@ -19,24 +19,24 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import PipelineConfig, SearchConfig
-from flows.sample_bank import sampling_spec
-from flows.score_bank import resolve_prm, scorer_key
-from flows.stage import stage_run
-from models.generator import Generator, RepeatedRequests, open_generator
-from models.prm import StepScorer
-from models.scorers import ScorerSource, open_scorer
-from tasks.findings import easy_and_hard, problem_levels, search_comparisons, stored_search_outcomes
-from tasks.findings_report import comparison_lines
-from tasks.problems import Problem, load_problems
-from tasks.sampling import bank_id, problems_table, stable_hash
-from tasks.search import SELECTION, STRATEGIES, SearchParams
-from tasks.search.records import to_tables
-from tasks.search_report import plot_search, search_markdown, search_metrics
-from tasks.tracking import log_metrics, publish_report
+from ttscale.configs.schema import PipelineConfig, SearchConfig
+from ttscale.flows.sample_bank import sampling_spec
+from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.flows.stage import stage_run
+from ttscale.models.generator import Generator, RepeatedRequests, open_generator
+from ttscale.models.prm import StepScorer
+from ttscale.models.scorers import ScorerSource, open_scorer
+from ttscale.tasks.findings import easy_and_hard, problem_levels, search_comparisons, stored_search_outcomes
+from ttscale.tasks.findings_report import comparison_lines
+from ttscale.tasks.problems import Problem, load_problems
+from ttscale.tasks.sampling import bank_id, problems_table, stable_hash
+from ttscale.tasks.search import SELECTION, STRATEGIES, SearchParams
+from ttscale.tasks.search.records import to_tables
+from ttscale.tasks.search_report import plot_search, search_markdown, search_metrics
+from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.shards import pending_chunks, write_chunk
-from warehouse.store import Warehouse
+from ttscale.warehouse.shards import pending_chunks, write_chunk
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "search"
 

@@ -16,22 +16,22 @@ from collections import defaultdict
 import pyarrow as pa
 from prefect import flow, get_run_logger
 
-from configs.schema import PipelineConfig
-from flows.report import latest_run
-from flows.score_bank import resolve_prm, scorer_key
-from flows.search import run_search
-from flows.stage import stage_run
-from models.generator import SamplingSpec, open_generator
-from models.scorers import open_scorer
-from tasks.allocation import Policy
-from tasks.grading import grade, split_steps
-from tasks.problems import load_problems
-from tasks.sampling import prompt_for, stable_hash
-from tasks.search import SearchParams
-from tasks.search_report import parse_variant
-from tasks.tracking import log_metrics, publish_report
+from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.report import latest_run
+from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.flows.search import run_search
+from ttscale.flows.stage import stage_run
+from ttscale.models.generator import SamplingSpec, open_generator
+from ttscale.models.scorers import open_scorer
+from ttscale.tasks.allocation import Policy
+from ttscale.tasks.grading import grade, split_steps
+from ttscale.tasks.problems import load_problems
+from ttscale.tasks.sampling import prompt_for, stable_hash
+from ttscale.tasks.search import SearchParams
+from ttscale.tasks.search_report import parse_variant
+from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "solve"
 

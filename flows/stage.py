@@ -19,14 +19,14 @@ from prefect import get_run_logger
 from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
-from configs.schema import PipelineConfig
-from models.generator import Generator, open_generator
-from tasks.problems import Problem
-from tasks.sampling import problem_chunks, problems_table
-from tasks.tracking import log_config
+from ttscale.configs.schema import PipelineConfig
+from ttscale.models.generator import Generator, open_generator
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.sampling import problem_chunks, problems_table
+from ttscale.tasks.tracking import log_config
 from ttscale.workdir import Workdir, mlflow_run
-from warehouse.shards import pending_chunks, write_chunk
-from warehouse.store import Warehouse
+from ttscale.warehouse.shards import pending_chunks, write_chunk
+from ttscale.warehouse.store import Warehouse
 
 
 @contextlib.contextmanager

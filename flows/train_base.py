@@ -14,11 +14,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import BaseModelConfig, PipelineConfig, TaskConfig
-from models import tiny
-from tasks import arith
-from tasks.sampling import stable_hash
-from tasks.tracking import log_config, log_metrics, register_model, set_tags
+from ttscale.configs.schema import BaseModelConfig, PipelineConfig, TaskConfig
+from ttscale.models import tiny
+from ttscale.tasks import arith
+from ttscale.tasks.sampling import stable_hash
+from ttscale.tasks.tracking import log_config, log_metrics, register_model, set_tags
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, mlflow_run, staged_dir, trained_record, write_record
 
 REGISTERED_NAME = "ttscale-base"

@@ -20,21 +20,21 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from configs.schema import PipelineConfig
-from flows.revision_data import train_problems
-from flows.stage import stage_run
-from flows.train_prm import fit
-from flows.train_reviser import reviser_dir
-from models.generator import Generator, SamplingSpec, open_generator
-from models.prm import LabeledSolution
-from models.reviser import ContextRoom
-from tasks.problems import Problem
-from tasks.revisions import attempts_table, extend_chains, stored_chains
-from tasks.sampling import prompt_for, stable_hash
-from tasks.tracking import log_metrics, register_model
-from tasks.verifier_report import quality
+from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.revision_data import train_problems
+from ttscale.flows.stage import stage_run
+from ttscale.flows.train_prm import fit
+from ttscale.flows.train_reviser import reviser_dir
+from ttscale.models.generator import Generator, SamplingSpec, open_generator
+from ttscale.models.prm import LabeledSolution
+from ttscale.models.reviser import ContextRoom
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.revisions import attempts_table, extend_chains, stored_chains
+from ttscale.tasks.sampling import prompt_for, stable_hash
+from ttscale.tasks.tracking import log_metrics, register_model
+from ttscale.tasks.verifier_report import quality
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "train-orm"
 REGISTERED_NAME = "ttscale-orm"

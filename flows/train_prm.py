@@ -17,16 +17,16 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import PipelineConfig, PRMConfig
-from flows.label_steps import label_bank_id
-from flows.stage import stage_run
-from models.prm import LabeledSolution, PRMTrainResult, train_prm as fit_prm
-from tasks.problems import load_problems
-from tasks.sampling import prompt_for, stable_hash
-from tasks.tracking import log_metrics, register_model
-from tasks.verifier_report import plot_calibration, quality
+from ttscale.configs.schema import PipelineConfig, PRMConfig
+from ttscale.flows.label_steps import label_bank_id
+from ttscale.flows.stage import stage_run
+from ttscale.models.prm import LabeledSolution, PRMTrainResult, train_prm as fit_prm
+from ttscale.tasks.problems import load_problems
+from ttscale.tasks.sampling import prompt_for, stable_hash
+from ttscale.tasks.tracking import log_metrics, register_model
+from ttscale.tasks.verifier_report import plot_calibration, quality
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "train-prm"
 REGISTERED_NAME = "ttscale-prm"

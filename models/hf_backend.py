@@ -14,8 +14,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from configs.schema import GeneratorConfig
-from models.generator import Completion, SamplingSpec, cut_at_stop
+from ttscale.configs.schema import GeneratorConfig
+from ttscale.models.generator import Completion, SamplingSpec, cut_at_stop
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 

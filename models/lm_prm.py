@@ -24,7 +24,7 @@ from typing import Literal
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from models.prm import Encoded, collate
+from ttscale.models.prm import Encoded, collate
 
 LMFormat = Literal["math-shepherd", "rlhflow"]
 GOOD, BAD = "+", "-"

@@ -30,8 +30,8 @@ from tqdm.auto import tqdm
 from transformers import (AutoConfig, AutoModelForTokenClassification, AutoTokenizer, DynamicCache,
                           PreTrainedTokenizerBase)
 
-from configs.schema import PRMConfig, ScoreConfig
-from tasks import arith
+from ttscale.configs.schema import PRMConfig, ScoreConfig
+from ttscale.tasks import arith
 
 PRM_CARD = "prm.json"  # how steps are presented to this PRM, written next to its weights
 

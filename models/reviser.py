@@ -26,8 +26,8 @@ import torch
 from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
-from configs.schema import ReviserConfig
-from models.prm import save_trained
+from ttscale.configs.schema import ReviserConfig
+from ttscale.models.prm import save_trained
 
 
 @dataclass

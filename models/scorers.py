@@ -23,9 +23,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from configs.schema import ScoreConfig
-from models.prm import PRM, StepScorer, parameter_count
-from tasks import arith
+from ttscale.configs.schema import ScoreConfig
+from ttscale.models.prm import PRM, StepScorer, parameter_count
+from ttscale.tasks import arith
 from ttscale.workdir import fingerprint, read_record
 
 RANDOM, CONFIDENCE, ORACLE = "random", "confidence", "oracle"
@@ -56,7 +56,7 @@ class ScorerSource:
         if self.kind == "prm" and self.prm_format == "classifier":
             return parameter_count(self.path)
         if self.kind in ("prm", CONFIDENCE):
-            from models.confidence import causal_parameter_count
+            from ttscale.models.confidence import causal_parameter_count
 
             return causal_parameter_count(self.path)
         return 0
@@ -128,11 +128,11 @@ def open_scorer(source: ScorerSource, cfg: ScoreConfig) -> StepScorer:
     if source.kind == ORACLE:
         return OracleScorer()
     if source.kind == CONFIDENCE:
-        from models.confidence import ConfidenceScorer
+        from ttscale.models.confidence import ConfidenceScorer
 
         return ConfidenceScorer(source.path, cfg.batch_size, cfg.threads, chat_template=source.chat_template)
     if source.prm_format != "classifier":
-        from models.lm_prm import LabelTokenPRM
+        from ttscale.models.lm_prm import LabelTokenPRM
 
         return LabelTokenPRM(source.path, source.prm_format, cfg.batch_size, cfg.threads)
     return PRM.for_scoring(source.path, cfg)

@@ -19,7 +19,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from configs.schema import BaseModelConfig
+from ttscale.configs.schema import BaseModelConfig
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
 ALPHABET = sorted(set(string.printable) - set("\x0b\x0c\r\t"))

@@ -16,8 +16,8 @@ from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
 
-from configs.schema import GeneratorConfig
-from models.generator import Completion, SamplingSpec
+from ttscale.configs.schema import GeneratorConfig
+from ttscale.models.generator import Completion, SamplingSpec
 
 
 def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:

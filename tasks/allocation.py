@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 import numpy as np
 
-from tasks.comparison import Comparison, detectable_difference
+from ttscale.tasks.comparison import Comparison, detectable_difference
 
 Outcomes = Mapping[tuple[str, int], Mapping[str, float]]  # (strategy, budget) -> problem -> accuracy
 

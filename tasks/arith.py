@@ -22,8 +22,8 @@ import random
 import re
 from collections.abc import Callable, Iterator
 
-from configs.schema import LevelSpec, TaskConfig
-from tasks.problems import Problem, problem_id
+from ttscale.configs.schema import LevelSpec, TaskConfig
+from ttscale.tasks.problems import Problem, problem_id
 
 SOURCE = "arith"
 MODULUS = 10_000

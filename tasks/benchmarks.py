@@ -25,8 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from configs import schema
-from tasks.problems import Problem, ProblemFileError, problem_id
+from ttscale.configs import schema
+from ttscale.tasks.problems import Problem, ProblemFileError, problem_id
 
 log = logging.getLogger("ttscale.benchmarks")
 

@@ -15,7 +15,7 @@ import numpy as np
 import pyarrow as pa
 from scipy.stats import spearmanr
 
-from tasks.sampling import stable_hash
+from ttscale.tasks.sampling import stable_hash
 
 
 def quantile_bins(values: Mapping[str, float], bins: int, seed: int = 0) -> dict[str, int]:

@@ -19,8 +19,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from tasks.metrics import wilson
-from tasks.selection import ProblemCandidates, select, subset_masks
+from ttscale.tasks.metrics import wilson
+from ttscale.tasks.selection import ProblemCandidates, select, subset_masks
 
 
 def pretrain_flops(params: float, tokens: float) -> float:

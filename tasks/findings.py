@@ -20,11 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from tasks.comparison import NOT_MEASURED, Comparison, claim_verdict, finding_verdict, paired
-from tasks.metrics import powers_of_two
-from tasks.search_report import variant
-from tasks.selection import ProblemCandidates, select, subset_masks
-from warehouse.store import Warehouse
+from ttscale.tasks.comparison import NOT_MEASURED, Comparison, claim_verdict, finding_verdict, paired
+from ttscale.tasks.metrics import powers_of_two
+from ttscale.tasks.search_report import variant
+from ttscale.tasks.selection import ProblemCandidates, select, subset_masks
+from ttscale.warehouse.store import Warehouse
 
 CLAIMS: dict[int, str] = {
     1: "A PRM's best-of-N weighted selection beats majority voting",

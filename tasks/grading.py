@@ -21,10 +21,10 @@ from decimal import Decimal, InvalidOperation
 
 from math_verify import parse, verify
 
-from tasks import arith
-from tasks.benchmarks import for_source, last_boxed
-from tasks.problems import Problem
-from tasks.sandbox import Limits, run_program
+from ttscale.tasks import arith
+from ttscale.tasks.benchmarks import for_source, last_boxed
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.sandbox import Limits, run_program
 
 logging.getLogger("math_verify").setLevel(logging.ERROR)
 

@@ -18,11 +18,11 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from models.generator import Generator, SamplingSpec
-from tasks import arith
-from tasks.grading import grade
-from tasks.problems import Problem
-from tasks.sampling import prefix_prompt, sample_chunk
+from ttscale.models.generator import Generator, SamplingSpec
+from ttscale.tasks import arith
+from ttscale.tasks.grading import grade
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.sampling import prefix_prompt, sample_chunk
 
 METHOD = "label"
 DELIMITER = arith.STEP_DELIMITER

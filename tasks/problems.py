@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from configs.schema import TaskConfig
+from ttscale.configs.schema import TaskConfig
 
 
 class ProblemFileError(ValueError):
@@ -42,7 +42,7 @@ def problem_id(source: str, question: str) -> str:
 
 def load_jsonl(path: Path, split: str = "test", limit: int | None = None) -> list[Problem]:
     """A MATH-500-format JSONL file (the `jsonl` kind); any malformed line aborts the whole load."""
-    from tasks.benchmarks import load_split
+    from ttscale.tasks.benchmarks import load_split
 
     problems = load_split("jsonl", "test", user_path=Path(path), limit=limit)
     return [replace(p, split=split) for p in problems] if split != "test" else problems
@@ -51,10 +51,10 @@ def load_jsonl(path: Path, split: str = "test", limit: int | None = None) -> lis
 def load_problems(task: TaskConfig) -> list[Problem]:
     """Both splits of the configured task: generated (arith) or read from a benchmark's files."""
     if task.kind == "arith":
-        from tasks import arith
+        from ttscale.tasks import arith
 
         return arith.make_split(task, "train") + arith.make_split(task, "test")
-    from tasks.benchmarks import USER_FILE_KINDS, load_split
+    from ttscale.tasks.benchmarks import USER_FILE_KINDS, load_split
 
     if task.kind in USER_FILE_KINDS:  # the user's file: all of it is test, `limit` caps it
         return load_split(task.kind, "test", user_path=task.path, limit=task.limit, max_chars=task.max_problem_chars)

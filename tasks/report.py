@@ -16,8 +16,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow as pa  # noqa: E402
 
-from tasks.metrics import ProblemSamples, answer_prior, bank_curves  # noqa: E402
-from warehouse.store import Warehouse  # noqa: E402
+from ttscale.tasks.metrics import ProblemSamples, answer_prior, bank_curves  # noqa: E402
+from ttscale.warehouse.store import Warehouse  # noqa: E402
 
 def save_figure(fig: plt.Figure, path: Path) -> Path:
     """Every report plot is saved the same way: tight (unless it has its own layout), 110 dpi PNG, closed."""

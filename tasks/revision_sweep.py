@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pyarrow as pa
 
-from tasks.metrics import powers_of_two
+from ttscale.tasks.metrics import powers_of_two
 
 VERIFIERS = ("majority", "orm", "prm")
 RULES = ("oracle",) + tuple(f"{v}_{mode}" for v in VERIFIERS for mode in ("flat", "hier"))

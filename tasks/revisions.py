@@ -19,11 +19,11 @@ from datetime import datetime, timezone
 import pyarrow as pa
 from rapidfuzz.distance import Levenshtein
 
-from models.generator import Generator, SamplingSpec
-from tasks.grading import grade
-from tasks.problems import Problem
-from tasks.sampling import prompt_for, stable_hash
-from warehouse.store import Warehouse
+from ttscale.models.generator import Generator, SamplingSpec
+from ttscale.tasks.grading import grade
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.sampling import prompt_for, stable_hash
+from ttscale.warehouse.store import Warehouse
 
 # After each earlier attempt: a line no solution contains, so an attempt's end is unambiguous.
 ATTEMPT_SEPARATOR = "\n\nretry:\n\n"

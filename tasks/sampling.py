@@ -15,13 +15,13 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from configs.schema import WorkerConfig
-from models.generator import Generator, SamplingSpec
-from tasks import arith
-from tasks.benchmarks import for_source
-from tasks.grading import grade_all, split_steps
-from tasks.problems import Problem
-from warehouse.store import Warehouse
+from ttscale.configs.schema import WorkerConfig
+from ttscale.models.generator import Generator, SamplingSpec
+from ttscale.tasks import arith
+from ttscale.tasks.benchmarks import for_source
+from ttscale.tasks.grading import grade_all, split_steps
+from ttscale.tasks.problems import Problem
+from ttscale.warehouse.store import Warehouse
 
 
 def stable_hash(*parts: object) -> str:

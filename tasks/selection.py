@@ -16,7 +16,7 @@ from typing import Literal
 
 import numpy as np
 
-from tasks.metrics import powers_of_two
+from ttscale.tasks.metrics import powers_of_two
 
 Aggregation = Literal["last", "min", "prod", "mean"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("last", "min", "prod", "mean")

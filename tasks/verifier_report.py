@@ -17,12 +17,12 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from tasks.report import save_figure  # noqa: E402
+from ttscale.tasks.report import save_figure  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402
 
-from tasks.selection import CurvePoint, aggregate  # noqa: E402
+from ttscale.tasks.selection import CurvePoint, aggregate  # noqa: E402
 
 RULE_STYLE = {"oracle": ("pass@N (oracle)", "k", ":"), "majority": ("majority", "C1", "-"),
               "weighted": ("best-of-N weighted", "C2", "-"), "best_of_n": ("best-of-N", "C3", "--")}

@@ -37,7 +37,7 @@ def prefect_server():
 
 @pytest.fixture(scope="session")
 def smoke_config():
-    from configs import load_config
+    from ttscale.configs import load_config
 
     return load_config("smoke")
 
@@ -45,7 +45,7 @@ def smoke_config():
 @pytest.fixture(scope="session")
 def trained_workdir(tmp_path_factory, prefect_server, smoke_config) -> Path:
     """A workdir whose base model was trained by the real `train-base` flow (smoke preset)."""
-    from flows.train_base import train_base
+    from ttscale.flows.train_base import train_base
 
     workdir = tmp_path_factory.mktemp("trained")
     train_base(config=smoke_config, workdir=str(workdir))

@@ -7,8 +7,8 @@ import random
 
 import pytest
 
-from tasks.allocation import Policy, allocate, cross_validate, efficiency, evaluate_allocator, fit_policy, folds
-from tasks.difficulty import agreement, quantile_bins
+from ttscale.tasks.allocation import Policy, allocate, cross_validate, efficiency, evaluate_allocator, fit_policy, folds
+from ttscale.tasks.difficulty import agreement, quantile_bins
 
 
 def test_quantile_bins_on_hand_made_pass_rates():
@@ -98,8 +98,8 @@ def test_allocator_evaluation_is_at_equal_compute():
 def test_pipeline_bins_problems_and_fits_the_policy(trained_workdir, smoke_config):
     import duckdb
 
-    from flows.allocate import allocate
-    from flows.pipeline import pipeline
+    from ttscale.flows.allocate import allocate
+    from ttscale.flows.pipeline import pipeline
 
     out = pipeline(config=smoke_config, workdir=str(trained_workdir))
     with duckdb.connect(str(trained_workdir / "ttscale.duckdb"), read_only=True) as con:
@@ -135,8 +135,8 @@ def test_pipeline_bins_problems_and_fits_the_policy(trained_workdir, smoke_confi
 def test_solve_runs_the_served_policy_on_new_problems(trained_workdir, smoke_config):
     import duckdb
 
-    from flows.pipeline import pipeline
-    from flows.solve import solve
+    from ttscale.flows.pipeline import pipeline
+    from ttscale.flows.solve import solve
 
     pipeline(config=smoke_config, workdir=str(trained_workdir))  # the policy (a no-op when already run)
     config = smoke_config.model_copy(update={"solve": smoke_config.solve.model_copy(
@@ -156,7 +156,7 @@ def test_solve_runs_the_served_policy_on_new_problems(trained_workdir, smoke_con
 
 
 def test_policy_labels_parse_back_into_search_runs():
-    from tasks.search_report import parse_variant, variant
+    from ttscale.tasks.search_report import parse_variant, variant
 
     for strategy, m, k in [("beam", 4, 0), ("dvts", 2, 0), ("lookahead", 2, 3), ("best_of_n", 1, 0),
                            ("majority", 1, 0)]:

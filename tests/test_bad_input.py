@@ -14,9 +14,9 @@ import torch
 from safetensors.torch import load_file, save_file
 from typer.testing import CliRunner
 
-from models.prm import PRM
+from ttscale.models.prm import PRM
 from ttscale.cli import app
-from warehouse.store import Warehouse, WarehouseBusy
+from ttscale.warehouse.store import Warehouse, WarehouseBusy
 
 HOLD = """
 import sys, time, duckdb
@@ -84,7 +84,7 @@ def test_pickled_weights_are_refused(base_model_dir: Path, tmp_path: Path):
 
     import pytest
 
-    from models.prm import PRM
+    from ttscale.models.prm import PRM
     from ttscale.workdir import fingerprint
 
     folder = tmp_path / "pickled"

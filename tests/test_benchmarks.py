@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from configs import ConfigError, load_config, parse_overrides
-from configs.schema import PipelineConfig, TaskConfig
-from tasks import benchmarks
-from tasks.benchmarks import BENCHMARKS, load_split
-from tasks.grading import grade, grade_all, program_for
-from tasks.problems import ProblemFileError, load_problems
+from ttscale.configs import ConfigError, load_config, parse_overrides
+from ttscale.configs.schema import PipelineConfig, TaskConfig
+from ttscale.tasks import benchmarks
+from ttscale.tasks.benchmarks import BENCHMARKS, load_split
+from ttscale.tasks.grading import grade, grade_all, program_for
+from ttscale.tasks.problems import ProblemFileError, load_problems
 
 PACKAGED = {"math500": (500, 7498), "math": (5000, 7498), "gsm8k": (1319, 7473), "aime2024": (30, 7498),
             "aime2025": (15, 7498), "humaneval": (164, 0)}
@@ -145,9 +145,9 @@ def test_dotted_overrides_on_a_preset():
 
 
 def test_a_workdir_holds_one_task(tmp_path: Path):
-    from tasks.sampling import problems_table
+    from ttscale.tasks.sampling import problems_table
     from ttscale.preflight import PreflightError, preflight
-    from warehouse.store import Warehouse
+    from ttscale.warehouse.store import Warehouse
 
     smoke = load_config("smoke")
     with Warehouse(tmp_path / "ttscale.duckdb") as wh:

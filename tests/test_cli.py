@@ -3,8 +3,8 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from configs import load_config
-from configs.schema import PipelineConfig
+from ttscale.configs import load_config
+from ttscale.configs.schema import PipelineConfig
 from ttscale.cli import app
 
 runner = CliRunner()

@@ -2,8 +2,8 @@ from pathlib import Path
 
 import pytest
 
-from configs import ConfigError, load_config, presets
-from configs.schema import PipelineConfig
+from ttscale.configs import ConfigError, load_config, presets
+from ttscale.configs.schema import PipelineConfig
 
 
 def test_bundled_presets_validate():
@@ -13,7 +13,7 @@ def test_bundled_presets_validate():
 
 
 def test_search_presets_cover_several_widths_and_depths_and_the_gpu_one_reaches_256():
-    from flows.search import plan
+    from ttscale.flows.search import plan
 
     for name, top, depths in (("paper-cpu", 8, {1}), ("gpu", 256, {1, 3})):
         runs = plan(load_config(name).search, "context")

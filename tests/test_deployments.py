@@ -73,7 +73,7 @@ def test_every_deployment_points_at_a_flow_whose_parameters_render_as_forms():
     from prefect import Flow
     from prefect.utilities.callables import parameter_schema
 
-    from configs.schema import PipelineConfig
+    from ttscale.configs.schema import PipelineConfig
 
     spec = yaml.safe_load((REPO / "deployments" / "prefect.yaml").read_text())
     names = [d["name"] for d in spec["deployments"]]

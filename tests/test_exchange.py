@@ -7,8 +7,8 @@ import pytest
 
 import numpy as np
 
-from tasks.exchange import inference_flops, matched_samples, per_problem_accuracy, pretrain_flops, split_bank
-from tasks.selection import ProblemCandidates
+from ttscale.tasks.exchange import inference_flops, matched_samples, per_problem_accuracy, pretrain_flops, split_bank
+from ttscale.tasks.selection import ProblemCandidates
 
 
 @pytest.mark.parametrize("ratio", [0.16, 0.79, 22.0])
@@ -48,7 +48,7 @@ def test_a_fractional_budget_is_spent_exactly_and_bins_read_other_samples():
 
 
 def test_exchange_flow_writes_the_table(trained_workdir, smoke_config):
-    from flows.pipeline import pipeline
+    from ttscale.flows.pipeline import pipeline
 
     large = smoke_config.base_model.model_copy(update={"hidden_size": 128, "intermediate_size": 256, "n_heads": 4,
                                                        "max_updates": 60})

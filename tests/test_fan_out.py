@@ -13,8 +13,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from configs.schema import WorkerConfig
-from flows.fan_out import fan_out
+from ttscale.configs.schema import WorkerConfig
+from ttscale.flows.fan_out import fan_out
 
 
 def _workdir(trained_workdir: Path, tmp_path: Path) -> Path:

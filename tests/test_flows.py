@@ -12,13 +12,13 @@ import pytest
 from faults import DiesOnCall
 from mlflow.tracking import MlflowClient
 
-import flows.sample_bank as sample_bank_module
-from flows.pipeline import pipeline
-from flows.sample_bank import sample_bank
-from flows.score_bank import scorer_key
-from flows.train_base import REGISTERED_NAME
-from configs.schema import PipelineConfig
-from models.scorers import RANDOM, ScorerSource
+import ttscale.flows.sample_bank as sample_bank_module
+from ttscale.flows.pipeline import pipeline
+from ttscale.flows.sample_bank import sample_bank
+from ttscale.flows.score_bank import scorer_key
+from ttscale.flows.train_base import REGISTERED_NAME
+from ttscale.configs.schema import PipelineConfig
+from ttscale.models.scorers import RANDOM, ScorerSource
 
 
 def _counts(workdir: Path) -> dict[str, int]:

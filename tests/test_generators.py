@@ -4,9 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from configs.schema import GeneratorConfig, TaskConfig
-from models.generator import SamplingSpec, cut_at_stop, open_generator
-from tasks import arith
+from ttscale.configs.schema import GeneratorConfig, TaskConfig
+from ttscale.models.generator import SamplingSpec, cut_at_stop, open_generator
+from ttscale.tasks import arith
 
 PROMPTS = [arith.prompt(p.question) for p in arith.make_split(TaskConfig(n_test=3), "test")]
 

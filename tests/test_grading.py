@@ -1,7 +1,7 @@
 import pytest
 
-from tasks.grading import extract_math_answer, grade, last_boxed, math_equal
-from tasks.problems import Problem
+from ttscale.tasks.grading import extract_math_answer, grade, last_boxed, math_equal
+from ttscale.tasks.problems import Problem
 
 
 def _problem(answer: str) -> Problem:

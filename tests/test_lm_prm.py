@@ -11,10 +11,10 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM
 
-from configs.schema import ScoreConfig
-from models.lm_prm import GOOD, SHEPHERD_TAG, LabelTokenPRM
-from models.scorers import ScorerSource, open_scorer
-from models.tiny import build_tokenizer
+from ttscale.configs.schema import ScoreConfig
+from ttscale.models.lm_prm import GOOD, SHEPHERD_TAG, LabelTokenPRM
+from ttscale.models.scorers import ScorerSource, open_scorer
+from ttscale.models.tiny import build_tokenizer
 
 PROMPT = "What is 12+30?"
 STEPS = ["First add the tens: 10 and 30 make 40", "Then the ones: 40 and 2 make 42", "The answer is 42"]

@@ -6,7 +6,7 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from tasks.metrics import ProblemSamples, answer_prior, bank_curves, guess_at_k, majority_at_k, pass_at_k
+from ttscale.tasks.metrics import ProblemSamples, answer_prior, bank_curves, guess_at_k, majority_at_k, pass_at_k
 
 
 @pytest.mark.parametrize("n, c, k", [(10, 0, 1), (10, 3, 1), (10, 3, 4), (10, 9, 2), (64, 5, 16), (8, 8, 8)])
@@ -59,7 +59,7 @@ def test_bank_curves_levels_and_all():
 
 
 def test_sql_view_matches_python_estimator(tmp_path):
-    from warehouse.store import Warehouse
+    from ttscale.warehouse.store import Warehouse
 
     rng = np.random.default_rng(3)
     cand_rows, prob_rows, truth = [], [], {}
@@ -89,7 +89,7 @@ def test_sql_view_matches_python_estimator(tmp_path):
 def test_wilson_matches_the_sql_views_and_holds_its_estimate():
     import duckdb
 
-    from tasks.metrics import wilson
+    from ttscale.tasks.metrics import wilson
 
     assert wilson(0.0, 7)[0] == 0.0 and wilson(1.0, 7)[1] == 1.0
     lo, hi = wilson(0.5, 100)

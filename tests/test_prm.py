@@ -11,14 +11,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForTokenClassification, Qwen2Config, Qwen2ForTokenClassification
 
-from configs.schema import GeneratorConfig, PRMConfig, TaskConfig
-from models import tiny
-from models.generator import SamplingSpec, open_generator
-from models.prm import PRM, LabeledSolution, collate, encode, split_by_problem, step_loss, train_prm
-from tasks import arith
-from tasks.grading import split_steps
-from tasks.labeling import label_chunk
-from tasks.sampling import prompt_for
+from ttscale.configs.schema import GeneratorConfig, PRMConfig, TaskConfig
+from ttscale.models import tiny
+from ttscale.models.generator import SamplingSpec, open_generator
+from ttscale.models.prm import PRM, LabeledSolution, collate, encode, split_by_problem, step_loss, train_prm
+from ttscale.tasks import arith
+from ttscale.tasks.grading import split_steps
+from ttscale.tasks.labeling import label_chunk
+from ttscale.tasks.sampling import prompt_for
 
 PROBLEMS = arith.make_split(TaskConfig(n_test=6), "test")
 

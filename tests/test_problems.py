@@ -3,10 +3,10 @@ from pathlib import Path
 
 import pytest
 
-from configs.schema import TaskConfig
-from tasks import arith
-from tasks.grading import grade, split_steps
-from tasks.problems import ProblemFileError, load_jsonl
+from ttscale.configs.schema import TaskConfig
+from ttscale.tasks import arith
+from ttscale.tasks.grading import grade, split_steps
+from ttscale.tasks.problems import ProblemFileError, load_jsonl
 
 
 def test_arith_is_seeded_and_splits_are_disjoint():

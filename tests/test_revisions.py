@@ -12,18 +12,18 @@ from faults import DiesOnCall
 from mlflow.tracking import MlflowClient
 from rapidfuzz.distance import Levenshtein
 
-import tasks.revisions as revisions_module
-from flows.pipeline import pipeline
-from flows.revise import revise
-from flows.train_orm import REGISTERED_NAME as ORM_NAME
-from models.prm import PRM
-from models.reviser import ContextRoom, context_length
-from tasks.metrics import wilson
-from tasks.problems import Problem
-from tasks.revision_sweep import ChainAttempt, grid, select, sweep
-from tasks.revisions import (ATTEMPT_SEPARATOR, fitted, next_round, revision_prompt, staircase, trajectories,
+import ttscale.tasks.revisions as revisions_module
+from ttscale.flows.pipeline import pipeline
+from ttscale.flows.revise import revise
+from ttscale.flows.train_orm import REGISTERED_NAME as ORM_NAME
+from ttscale.models.prm import PRM
+from ttscale.models.reviser import ContextRoom, context_length
+from ttscale.tasks.metrics import wilson
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.revision_sweep import ChainAttempt, grid, select, sweep
+from ttscale.tasks.revisions import (ATTEMPT_SEPARATOR, fitted, next_round, revision_prompt, staircase, trajectories,
                              window)
-from tasks.sampling import prompt_for
+from ttscale.tasks.sampling import prompt_for
 
 CORRECT = "01: 1111+0001=1112\n\n00: 1112+0001=1113\n\nans=1113"
 WRONG = [
@@ -182,7 +182,7 @@ def test_pipeline_revises_and_writes_the_sweep(revised_workdir, smoke_config):
 
 def test_orm_round_trip_scores_the_same_from_the_registry(revised_workdir):
     workdir, out = revised_workdir
-    from flows.score_bank import resolve_prm
+    from ttscale.flows.score_bank import resolve_prm
     from ttscale.workdir import Workdir
 
     prompt, attempt = "rule\n\n01: init#0001=0001\n\n", "00: 0001#0001=0002\n\nans=0002"
@@ -241,8 +241,8 @@ def test_revise_without_a_revision_model_says_what_to_do(trained_workdir: Path, 
 def test_reviser_learns_only_the_target_and_lora_merges(base_model_dir: Path, tmp_path: Path):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from configs.schema import ReviserConfig
-    from models.reviser import encode_example, train_reviser
+    from ttscale.configs.schema import ReviserConfig
+    from ttscale.models.reviser import encode_example, train_reviser
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     ids, labels = encode_example(tokenizer, "question\n\n", "answer")

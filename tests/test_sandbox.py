@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks.sandbox import Limits, run_program
+from ttscale.tasks.sandbox import Limits, run_program
 
 FAST = Limits(wall_seconds=3.0, cpu_seconds=3)
 

@@ -11,11 +11,11 @@ import torch
 from scipy.stats import kstest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from configs.schema import ScoreConfig
-from flows.score_bank import resolve_prm, scorer_key
-from models.confidence import ConfidenceScorer
-from models.scorers import CONFIDENCE, ORACLE, RANDOM, OracleScorer, RandomScorer, ScorerSource, open_scorer
-from tasks import arith
+from ttscale.configs.schema import ScoreConfig
+from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.models.confidence import ConfidenceScorer
+from ttscale.models.scorers import CONFIDENCE, ORACLE, RANDOM, OracleScorer, RandomScorer, ScorerSource, open_scorer
+from ttscale.tasks import arith
 from ttscale.workdir import Workdir
 
 PROMPT = arith.prompt("x#k adds k to x digit by digit, mod 10\n\n03: init#0011=1234")

@@ -7,18 +7,18 @@ from pathlib import Path
 
 import pytest
 
-from configs.schema import GeneratorConfig, PRMConfig, SearchConfig, TaskConfig
-from flows.search import plan
-from models.generator import Completion, RepeatedRequests, SamplingSpec, open_generator
-from models.prm import PRM, LabeledSolution, train_prm
-from models.scorers import RandomScorer
-from tasks import arith
-from tasks.grading import split_steps
-from tasks.sampling import prefix_prompt, prompt_for
-from tasks.search import STRATEGIES, SearchParams
-from tasks.search.lookahead import score_by_rollout
-from tasks.search.records import majority_answer, to_tables, weighted_answer
-from tasks.search.tree import DELIMITER, Node
+from ttscale.configs.schema import GeneratorConfig, PRMConfig, SearchConfig, TaskConfig
+from ttscale.flows.search import plan
+from ttscale.models.generator import Completion, RepeatedRequests, SamplingSpec, open_generator
+from ttscale.models.prm import PRM, LabeledSolution, train_prm
+from ttscale.models.scorers import RandomScorer
+from ttscale.tasks import arith
+from ttscale.tasks.grading import split_steps
+from ttscale.tasks.sampling import prefix_prompt, prompt_for
+from ttscale.tasks.search import STRATEGIES, SearchParams
+from ttscale.tasks.search.lookahead import score_by_rollout
+from ttscale.tasks.search.records import majority_answer, to_tables, weighted_answer
+from ttscale.tasks.search.tree import DELIMITER, Node
 
 PROBLEMS = arith.make_split(TaskConfig(n_test=5), "test")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tasks.selection import ProblemCandidates, aggregate, curves, select, subset_masks
+from ttscale.tasks.selection import ProblemCandidates, aggregate, curves, select, subset_masks
 
 ALL = np.ones((1, 5), dtype=bool)
 

@@ -14,16 +14,16 @@ import duckdb
 import pyarrow as pa
 import yaml
 
-from configs.schema import PipelineConfig, PRMConfig, TaskConfig, WorkerConfig
-from flows.label_steps import label_steps
-from flows.load_shards import load_shards
-from flows.sample_bank import sample_bank
-from flows.search import search
-from models.prm import LabeledSolution, train_prm
-from tasks import arith
-from tasks.grading import split_steps
-from tasks.sampling import prompt_for
-from warehouse.shards import write_chunk, written_chunks
+from ttscale.configs.schema import PipelineConfig, PRMConfig, TaskConfig, WorkerConfig
+from ttscale.flows.label_steps import label_steps
+from ttscale.flows.load_shards import load_shards
+from ttscale.flows.sample_bank import sample_bank
+from ttscale.flows.search import search
+from ttscale.models.prm import LabeledSolution, train_prm
+from ttscale.tasks import arith
+from ttscale.tasks.grading import split_steps
+from ttscale.tasks.sampling import prompt_for
+from ttscale.warehouse.shards import write_chunk, written_chunks
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -9,18 +9,18 @@ from pathlib import Path
 import duckdb
 import pytest
 
-from configs.schema import GeneratorConfig
-from models.generator import SamplingSpec, open_generator
-from tasks.grading import grade
-from tasks.problems import load_jsonl
-from tasks.sampling import prompt_for
+from ttscale.configs.schema import GeneratorConfig
+from ttscale.models.generator import SamplingSpec, open_generator
+from ttscale.tasks.grading import grade
+from ttscale.tasks.problems import load_jsonl
+from ttscale.tasks.sampling import prompt_for
 
 pytest.importorskip("gguf")
 
 
 @pytest.fixture(scope="session")
 def smollm_dir(tmp_path_factory) -> Path:
-    from models.smollm import convert, gguf_path
+    from ttscale.models.smollm import convert, gguf_path
 
     try:
         gguf_path()
@@ -39,7 +39,7 @@ def math_file(tmp_path: Path) -> Path:
 
 
 def test_conversion_is_cached(smollm_dir: Path):
-    from models.smollm import convert
+    from ttscale.models.smollm import convert
 
     stamp = (smollm_dir / "model.safetensors").stat().st_mtime
     assert convert(smollm_dir) == smollm_dir
@@ -64,7 +64,7 @@ def test_smollm_generates_and_grades_on_both_backends(smollm_dir: Path, math_fil
 
 @pytest.mark.timeout(600)
 def test_sample_bank_flow_on_jsonl_with_smollm(smollm_dir: Path, math_file: Path, prefect_server, smoke_config, tmp_path):
-    from flows.sample_bank import sample_bank
+    from ttscale.flows.sample_bank import sample_bank
 
     config = smoke_config.model_copy(update={
         "task": smoke_config.task.model_copy(update={"kind": "jsonl", "path": math_file}),

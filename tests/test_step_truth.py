@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from configs.schema import TaskConfig
-from tasks import arith
-from tasks.grading import split_steps
-from tasks.verifier_report import diagnose
+from ttscale.configs.schema import TaskConfig
+from ttscale.tasks import arith
+from ttscale.tasks.grading import split_steps
+from ttscale.tasks.verifier_report import diagnose
 
 PROBLEMS = arith.make_split(TaskConfig(n_test=20), "test")
 

@@ -5,9 +5,9 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from configs.schema import TaskConfig
-from models.tiny import build_tokenizer, packed_rows
-from tasks import arith
+from ttscale.configs.schema import TaskConfig
+from ttscale.models.tiny import build_tokenizer, packed_rows
+from ttscale.tasks import arith
 
 
 def test_tokenizer_round_trips_and_adds_bos():
@@ -47,8 +47,8 @@ def test_train_base_flow_learned_and_registered(trained_workdir: Path):
 def test_short_rows_teach_the_task_and_the_last_updates_the_long_positions(tmp_path: Path, monkeypatch):
     """All but the last `long_updates` updates use rows of short_seq_len (more of them, the same tokens per
     update); the last use max_seq_len, the positions a reviser is later served at."""
-    import models.tiny as tiny
-    from configs.schema import BaseModelConfig
+    import ttscale.models.tiny as tiny
+    from ttscale.configs.schema import BaseModelConfig
 
     shapes: list[tuple[int, int]] = []
     original = tiny.packed_rows

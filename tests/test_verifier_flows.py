@@ -11,13 +11,13 @@ import pytest
 from faults import DiesOnCall
 from mlflow.tracking import MlflowClient
 
-import flows.label_steps as label_steps_module
-from flows.label_steps import label_steps
-from flows.pipeline import pipeline
-from flows.score_bank import resolve_prm, score_bank, scorer_key
-from flows.train_prm import REGISTERED_NAME
-from models.prm import PRM
-from tasks.selection import ProblemCandidates, select
+import ttscale.flows.label_steps as label_steps_module
+from ttscale.flows.label_steps import label_steps
+from ttscale.flows.pipeline import pipeline
+from ttscale.flows.score_bank import resolve_prm, score_bank, scorer_key
+from ttscale.flows.train_prm import REGISTERED_NAME
+from ttscale.models.prm import PRM
+from ttscale.tasks.selection import ProblemCandidates, select
 from ttscale.workdir import Workdir
 
 

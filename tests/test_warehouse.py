@@ -4,7 +4,7 @@ import duckdb
 import pyarrow as pa
 import pytest
 
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 
 def _steps(n: int, offset: int = 0) -> pa.Table:
@@ -55,7 +55,7 @@ def test_runs_resume_keeps_one_row(tmp_path: Path):
 
 def test_interval_views_hold_their_estimate_at_zero_and_one(tmp_path):
     """Wilson intervals must contain the estimate even when every answer is right or every one wrong."""
-    from warehouse.store import Warehouse
+    from ttscale.warehouse.store import Warehouse
 
     with Warehouse(tmp_path / "w.duckdb") as wh:
         wh.con.execute("INSERT INTO problems SELECT 'p' || i, 'arith', 'test', i, 1 + i % 2, 'q', '1', '{}' "

@@ -1,1 +1,3 @@
-"""ttscale's command line and workdir; the work itself lives in flows/, tasks/, models/, warehouse/."""
+"""ttscale's command line and workdir. The work itself lives in the repository's top folders
+flows/, tasks/, models/, warehouse/ and configs/, installed as `ttscale.flows`, `ttscale.tasks`, ...
+(pyproject's package-dir) so that nothing of ours takes a top-level name a user might own."""

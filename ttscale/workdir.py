@@ -81,7 +81,7 @@ class Workdir:
         file in a package: any stage that needs it converts it once (about 30 s), as `run` does."""
         path = self.model_dir(name)
         if name == "smollm2" and not (path / "model.safetensors").is_file():
-            from models.smollm import convert
+            from ttscale.models.smollm import convert
 
             return convert(path)
         if not path.is_dir():

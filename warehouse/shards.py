@@ -23,7 +23,7 @@ from typing import TypeVar
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse
 
 # Tables a worker may write, in the order a chunk loads them (problems before the rows that name them).
 LOAD_ORDER = ("problems", "candidates", "steps", "step_labels", "search_nodes", "selections")

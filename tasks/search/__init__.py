@@ -10,11 +10,11 @@ both into warehouse rows.
 
 from collections.abc import Callable, Sequence
 
-from models.generator import Generator
-from models.prm import StepScorer
-from tasks.problems import Problem
-from tasks.search import beam, best_of_n, dvts, lookahead, majority
-from tasks.search.tree import Node, ProblemSearch, SearchParams
+from ttscale.models.generator import Generator
+from ttscale.models.prm import StepScorer
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.search import beam, best_of_n, dvts, lookahead, majority
+from ttscale.tasks.search.tree import Node, ProblemSearch, SearchParams
 
 Strategy = Callable[[Sequence[Problem], Generator, StepScorer, SearchParams], dict[str, ProblemSearch]]
 

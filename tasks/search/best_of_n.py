@@ -5,12 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.generator import Generator, SamplingSpec
-from models.prm import StepScorer
-from tasks.grading import split_steps
-from tasks.problems import Problem
-from tasks.sampling import prompt_for, stable_hash
-from tasks.search.tree import Node, ProblemSearch, SearchParams, score_last_step
+from ttscale.models.generator import Generator, SamplingSpec
+from ttscale.models.prm import StepScorer
+from ttscale.tasks.grading import split_steps
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.sampling import prompt_for, stable_hash
+from ttscale.tasks.search.tree import Node, ProblemSearch, SearchParams, score_last_step
 
 
 def sample(problems: Sequence[Problem], generator: Generator, params: SearchParams) -> dict[str, ProblemSearch]:

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.generator import Generator
-from models.prm import StepScorer
-from tasks.problems import Problem
-from tasks.search.tree import Node, ProblemSearch, SearchParams, grow
+from ttscale.models.generator import Generator
+from ttscale.models.prm import StepScorer
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.search.tree import Node, ProblemSearch, SearchParams, grow
 
 
 def keep_best_per_subtree(children: list[Node], search: ProblemSearch,

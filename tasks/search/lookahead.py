@@ -7,12 +7,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from models.generator import Generator, SamplingSpec
-from models.prm import StepScorer
-from tasks.problems import Problem
-from tasks.search.beam import keep_top
-from tasks.sampling import prefix_prompt
-from tasks.search.tree import DELIMITER, Node, ProblemSearch, SearchParams, grow, score_last_step
+from ttscale.models.generator import Generator, SamplingSpec
+from ttscale.models.prm import StepScorer
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.search.beam import keep_top
+from ttscale.tasks.sampling import prefix_prompt
+from ttscale.tasks.search.tree import DELIMITER, Node, ProblemSearch, SearchParams, grow, score_last_step
 
 
 def score_by_rollout(nodes: list[Node], problems: dict[str, Problem], generator: Generator,

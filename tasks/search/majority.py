@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from models.generator import Generator
-from models.prm import StepScorer
-from tasks.problems import Problem
-from tasks.search.best_of_n import sample
-from tasks.search.tree import ProblemSearch, SearchParams
+from ttscale.models.generator import Generator
+from ttscale.models.prm import StepScorer
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.search.best_of_n import sample
+from ttscale.tasks.search.tree import ProblemSearch, SearchParams
 
 SELECTION = "majority"  # records.py picks the answer by vote count, not by PRM score
 

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import pyarrow as pa
 
-from tasks.grading import grade
-from tasks.search.tree import DELIMITER, ProblemSearch, SearchParams
+from ttscale.tasks.grading import grade
+from ttscale.tasks.search.tree import DELIMITER, ProblemSearch, SearchParams
 
 
 def weighted_answer(answers: list[str | None], scores: list[float]) -> str | None:

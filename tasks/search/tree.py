@@ -12,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from models.generator import Generator, SamplingSpec
-from models.prm import StepScorer
-from tasks import arith
-from tasks.problems import Problem
-from tasks.sampling import prefix_prompt, prompt_for, stable_hash
+from ttscale.models.generator import Generator, SamplingSpec
+from ttscale.models.prm import StepScorer
+from ttscale.tasks import arith
+from ttscale.tasks.problems import Problem
+from ttscale.tasks.sampling import prefix_prompt, prompt_for, stable_hash
 
 DELIMITER = arith.STEP_DELIMITER
 
