@@ -115,10 +115,27 @@ class BaseModelConfig(Frozen):
         return self
 
 
+class OpenAIServerConfig(Frozen):
+    """An OpenAI-compatible server (`vllm serve`, SGLang, a hosted endpoint) for generator.backend=openai."""
+
+    base_url: str = Field(description="the API root, e.g. http://gpu-box:8000/v1")
+    model: str | None = Field(default=None, description="the served model's name; default: the server's only one")
+    api_key_env: str = Field(default="OPENAI_API_KEY", description="the environment variable holding the key "
+                             "(the key itself never goes into a config, which is logged to MLflow)")
+    timeout_s: float = Field(default=600, gt=0, description="per request")
+    max_retries: int = Field(default=4, ge=0, description="on connection errors, timeouts, 429 and 5xx")
+    concurrency: int = Field(default=16, ge=1, description="requests in flight (the server batches them)")
+    send_seed: bool = Field(default=True, description="send a per-prompt seed (vLLM and SGLang honour it, so a "
+                            "rerun draws the same samples); off for a server that rejects the field")
+
+
 class GeneratorConfig(Frozen):
     """Which backend serves the model; the same interface on CPU and GPU."""
 
-    backend: Literal["hf", "vllm"] = "hf"
+    backend: Literal["hf", "vllm", "openai"] = Field(
+        default="hf", description="hf (transformers, in process), vllm (in a child process), openai (a server "
+        "at generator.openai.base_url; generator.model is still the local folder of the served model)")
+    openai: OpenAIServerConfig | None = None
     model: str = Field(default="base", description="'base' (the workdir's trained model), 'smollm2', or a local path")
     batch_size: int = Field(default=256, ge=1, description="sequences per forward batch (hf)")
     segment_tokens: int = Field(default=48, ge=1, description="hf: decode this many tokens, then drop finished rows")
@@ -131,6 +148,12 @@ class GeneratorConfig(Frozen):
         "search spent 1.2x best-of-N's time per token here, at 128 1.5x (bench/search.py)")
     vllm_gpu_memory_utilization: float = Field(default=0.85, gt=0, le=1)
     chat_template: bool = Field(default=False, description="wrap prompts in the tokenizer's chat template")
+
+    @model_validator(mode="after")
+    def _server_for_openai(self) -> "GeneratorConfig":
+        if self.backend == "openai" and self.openai is None:
+            raise ValueError("generator.backend=openai needs generator.openai.base_url (e.g. http://127.0.0.1:8000/v1)")
+        return self
 
 
 class BankConfig(Frozen):

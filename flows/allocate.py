@@ -18,19 +18,20 @@ from collections import defaultdict
 import pyarrow as pa
 from prefect import flow, get_run_logger
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.difficulty import difficulty_ids
 from ttscale.flows.revise import sweep_ids
 from ttscale.flows.stage import stage_run
 from ttscale.tasks.allocation import (Outcomes, budget_ratio, choosable, cross_validate, efficiency, evaluate_allocator,
                               fit_policy, shared_problems)
-from ttscale.tasks.allocation_report import allocation_markdown, plot_allocation
+from ttscale.tasks.reports.allocation import allocation_markdown, plot_allocation
 from ttscale.tasks.difficulty import agreement
 from ttscale.tasks.findings import allocation_comparisons
-from ttscale.tasks.findings_report import comparison_lines
+from ttscale.tasks.reports.findings import comparison_lines
 from ttscale.tasks.metrics import wilson
 from ttscale.tasks.sampling import stable_hash
-from ttscale.tasks.search_report import variant
+from ttscale.tasks.reports.search import variant
 from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir
 from ttscale.warehouse.store import Warehouse
@@ -62,8 +63,10 @@ def revision_outcomes(wh: Warehouse, chain_set_id: str, run_id: str) -> Outcomes
 
 
 @flow(name=STAGE, log_prints=True)
-def allocate(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def allocate(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Fit and cross-validate the compute-optimal policy; returns this allocation's run id."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     cfg = config.allocation

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
-from ttscale.flows.sample_bank import sampling_spec
-from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.tasks.sampling import sampling_spec
+from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.flows.stage import stage_run
 from ttscale.tasks.difficulty import agreement, difficulty_table
 from ttscale.tasks.sampling import bank_id, stable_hash
@@ -31,8 +32,10 @@ def difficulty_ids(config: PipelineConfig, wd: Workdir) -> tuple[str, str]:
 
 
 @flow(name=STAGE, log_prints=True)
-def difficulty(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def difficulty(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Write oracle and predicted bins; returns the scorer id the predicted bins come from."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     cfg = config.difficulty

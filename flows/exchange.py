@@ -18,16 +18,18 @@ import pyarrow as pa
 from prefect import flow, get_run_logger
 from tqdm.auto import tqdm
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.difficulty import difficulty_ids
-from ttscale.flows.score_bank import candidates_by_problem, resolve_prm
+from ttscale.tasks.selection import candidates_by_problem
+from ttscale.models.scorers import resolve_prm
 from ttscale.flows.stage import stage_run
 from ttscale.models.generator import SamplingSpec, open_generator
 from ttscale.tasks.allocation import cross_validate
 from ttscale.tasks.comparison import paired
 from ttscale.tasks.difficulty import quantile_bins
 from ttscale.tasks.exchange import matched_samples, members, per_problem_accuracy, split_bank, summary_row
-from ttscale.tasks.exchange_report import exchange_markdown, plot_exchange
+from ttscale.tasks.reports.exchange import exchange_markdown, plot_exchange
 from ttscale.tasks.problems import load_problems
 from ttscale.tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
 from ttscale.tasks.tracking import log_metrics, publish_report
@@ -63,8 +65,10 @@ def verifier_cost(wh: Warehouse, wd: Workdir, config: PipelineConfig) -> tuple[f
 
 
 @flow(name=STAGE, log_prints=True)
-def exchange(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def exchange(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Write the FLOPs-matched exchange table; returns its run id."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     cfg = config.exchange

@@ -25,6 +25,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig, WorkerConfig
 from ttscale.flows.label_steps import label_steps
 from ttscale.flows.load_shards import load_shards
@@ -81,9 +82,10 @@ def result_storage(spec: str) -> Path | str:
 
 
 @flow(name="fan-out", log_prints=True)
-def fan_out(stage: Stage = "sample-bank", config: PipelineConfig = PipelineConfig(),
+def fan_out(stage: Stage = "sample-bank", preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
             workdir: str = DEFAULT_WORKDIR) -> dict[str, int]:
     """Run `stage` as `workers.shard_count` shard workers, load their shards, and write the report."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     workers = config.workers
     if workers.result_storage:

@@ -12,17 +12,17 @@ instead, for `load-shards`.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from ttscale.configs.schema import LabelConfig, PipelineConfig
+from ttscale.configs.choice import PresetChoice
+from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.stage import problems_to_shards, stage_run
 from ttscale.models.generator import Generator, SamplingSpec, open_generator
-from ttscale.tasks.labeling import METHOD, label_chunk
+from ttscale.tasks.labeling import METHOD, label_bank_id, label_spec, label_chunk
 from ttscale.tasks.problems import Problem, load_problems
 from ttscale.tasks.sampling import pending, problems_table, stable_hash
 from ttscale.tasks.tracking import log_metrics
@@ -30,16 +30,6 @@ from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from ttscale.warehouse.store import Warehouse
 
 STAGE = "label-steps"
-
-
-def label_spec(labels: LabelConfig) -> SamplingSpec:
-    return SamplingSpec(n=labels.samples, temperature=labels.temperature, max_tokens=labels.max_tokens,
-                        seed=labels.seed)
-
-
-def label_bank_id(model_fingerprint: str, labels: LabelConfig) -> str:
-    """Labels are identified by the model and how they were sampled, like a sample bank."""
-    return stable_hash(METHOD, model_fingerprint, asdict(label_spec(labels)), labels.rollouts)
 
 
 def label_problems(config: PipelineConfig, problems: Sequence[Problem]) -> list[Problem]:
@@ -56,8 +46,10 @@ def label_and_grade(generator: Generator, problems: Sequence[Problem], spec: Sam
 
 
 @flow(name=STAGE, log_prints=True)
-def label_steps(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def label_steps(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Label steps of sampled train solutions by rollouts; returns the label bank id. Safe to re-run."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)

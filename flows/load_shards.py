@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from prefect import flow, get_run_logger
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir
 from ttscale.warehouse.shards import load_shards as ingest
@@ -20,8 +21,10 @@ STAGE = "load-shards"
 
 
 @flow(name=STAGE, log_prints=True)
-def load_shards(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> dict[str, int]:
+def load_shards(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> dict[str, int]:
     """Ingest every worker shard not yet in the warehouse; returns rows added per table."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     added: dict[str, int] = {}

@@ -15,30 +15,25 @@ from __future__ import annotations
 import pyarrow as pa
 from prefect import flow, get_run_logger
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.difficulty import difficulty_ids
 from ttscale.flows.revise import sweep_ids
-from ttscale.flows.score_bank import candidates_by_problem
+from ttscale.tasks.selection import candidates_by_problem
 from ttscale.flows.stage import stage_run
 from ttscale.tasks.allocation import budget_ratio
 from ttscale.tasks.findings import (Finding, allocation_comparisons, easy_and_hard, exchange_comparisons,
                             findings_table_rows, problem_levels, revision_comparisons, search_comparisons,
                             stored_revision_outcomes, stored_search_outcomes, verifier_budgets,
                             verifier_comparisons)
-from ttscale.tasks.findings_report import findings_markdown, plot_forest
-from ttscale.tasks.revision_report import RevisionFindings
+from ttscale.tasks.reports.findings import findings_markdown, plot_forest
+from ttscale.tasks.reports.revision import RevisionFindings
 from ttscale.tasks.sampling import stable_hash
 from ttscale.tasks.tracking import log_metrics, publish_report, set_tags
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, read_record
-from ttscale.warehouse.store import Warehouse
+from ttscale.warehouse.store import Warehouse, latest_run
 
 STAGE = "report"
-
-
-def latest_run(wh: Warehouse, stage: str) -> str | None:
-    rows = wh.query("SELECT run_id FROM runs WHERE stage = ? AND status = 'finished' ORDER BY finished_at DESC "
-                    "LIMIT 1", [stage]).to_pylist()
-    return rows[0]["run_id"] if rows else None
 
 
 def capped_models(wd: Workdir) -> list[str]:
@@ -55,8 +50,10 @@ def capped_models(wd: Workdir) -> list[str]:
 
 
 @flow(name=STAGE, log_prints=True)
-def report(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def report(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Compare, store and write the findings report; returns its path."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     bank, scorer_id = difficulty_ids(config, wd)

@@ -16,27 +16,31 @@ import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
-from ttscale.flows.sample_bank import sampling_spec
-from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.tasks.sampling import sampling_spec
+from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.flows.stage import stage_run
-from ttscale.flows.train_orm import chain_set_key, chain_spec, run_chains
-from ttscale.flows.train_reviser import reviser_dir
+from ttscale.tasks.revisions import chain_set_key, chain_spec, run_chains
+from ttscale.workdir import reviser_dir
 from ttscale.models.generator import open_generator
 from ttscale.models.prm import StepScorer
 from ttscale.models.reviser import ContextRoom
 from ttscale.models.scorers import ScorerSource, open_scorer
 from ttscale.tasks.findings import easy_and_hard, problem_levels, revision_comparisons, stored_revision_outcomes
-from ttscale.tasks.findings_report import comparison_lines
+from ttscale.tasks.reports.findings import comparison_lines
 from ttscale.tasks.grading import split_steps
 from ttscale.tasks.problems import Problem, load_problems
-from ttscale.tasks.revision_report import RevisionFindings, plot_heatmaps, revision_markdown, revision_metrics
+from ttscale.tasks.reports.revision import RevisionFindings, plot_heatmaps, revision_markdown, revision_metrics
 from ttscale.tasks.revision_sweep import RULES, ChainAttempt, selections_table, sweep
 from ttscale.tasks.revisions import staircase
 from ttscale.tasks.sampling import bank_id, problems_table, prompt_for, stable_hash
 from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from ttscale.warehouse.store import Warehouse
+
+# A Prefect task, so each call shows in the flow run's graph.
+run_chains_task = task(run_chains, name="run-chains", cache_policy=NO_CACHE)
 
 STAGE = "revise"
 SCORE_SCHEMA = pa.schema([("attempt_id", pa.string()), ("verifier", pa.string()), ("scorer_id", pa.string()),
@@ -104,8 +108,10 @@ def chains_by_problem(wh: Warehouse, chain_set_id: str, scorers: dict[str, str])
 
 
 @flow(name=STAGE, log_prints=True)
-def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Run the revision sweep on the first test problems; returns the chain set id."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     cfg = config.revisions.chains
@@ -125,7 +131,7 @@ def revise(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
         with stage_run(wh, wd, STAGE, run_id, config, {"revisions.chains": cfg.model_dump(), "scorers": scorers},
                        {"chain_set_id": chain_set_id}) as ml_id:
             with open_generator(config.generator, reviser) as generator:
-                run_chains(generator, ContextRoom(reviser), problems, lengths, cfg.window, spec, chain_set_id, run_id,
+                run_chains_task(generator, ContextRoom(reviser), problems, lengths, cfg.window, spec, chain_set_id, run_id,
                            wh, STAGE)
             by_id = {p.problem_id: p for p in problems}
             for verifier, (path, sep, steps_of) in scorer_dirs.items():

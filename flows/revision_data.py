@@ -18,10 +18,11 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig, RevisionDataConfig
 from ttscale.flows.stage import stage_run
 from ttscale.models.generator import SamplingSpec, open_generator
-from ttscale.tasks.problems import Problem, load_problems
+from ttscale.tasks.problems import load_problems, train_problems
 from ttscale.tasks.revisions import Trajectory, trajectories, trajectories_table
 from ttscale.tasks.sampling import pending, problems_table, sample_chunk, stable_hash
 from ttscale.tasks.tracking import log_metrics
@@ -42,16 +43,6 @@ def data_ids(base_fingerprint: str, cfg: RevisionDataConfig) -> tuple[str, str]:
     return bank, stable_hash(bank, cfg.max_context, cfg.trajectories_per_problem, cfg.reference_targets, cfg.seed)
 
 
-def train_problems(config: PipelineConfig, count: int, skip: int = 0) -> list[Problem]:
-    """`count` train-split problems after the first `skip` (the ORM skips the reviser's)."""
-    train = [p for p in load_problems(config.task) if p.split == "train"]
-    if len(train) < skip + count:
-        raise ValueError(f"revisions need {skip + count} train-split problems ({skip} for the reviser's data, "
-                         f"{count} more here), the task has {len(train)}: raise task.n_train or lower "
-                         "revisions.data.problems / revisions.orm.problems")
-    return train[skip : skip + count]
-
-
 @task(cache_policy=NO_CACHE)
 def build_trajectories(rows: list[dict], cfg: RevisionDataConfig) -> list[Trajectory]:
     by_problem: dict[str, list[dict]] = defaultdict(list)
@@ -66,8 +57,10 @@ def build_trajectories(rows: list[dict], cfg: RevisionDataConfig) -> list[Trajec
 
 
 @flow(name=STAGE, log_prints=True)
-def revision_data(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def revision_data(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Sample train solutions and store revision trajectories; returns the trajectory set id."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     cfg = config.revisions.data

@@ -16,22 +16,18 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from ttscale.configs.schema import BankConfig, PipelineConfig
+from ttscale.configs.choice import PresetChoice
+from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.stage import problems_to_shards, stage_run
 from ttscale.models.generator import Generator, SamplingSpec, open_generator
 from ttscale.tasks.problems import Problem, load_problems
-from ttscale.tasks.report import build_bank_report, plot_bank
-from ttscale.tasks.sampling import bank_id, pending, problems_table, sample_chunk, stable_hash
+from ttscale.tasks.reports.bank import build_bank_report, plot_bank
+from ttscale.tasks.sampling import bank_id, pending, problems_table, sample_chunk, sampling_spec, stable_hash
 from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from ttscale.warehouse.store import Warehouse
 
 STAGE = "sample-bank"
-
-
-def sampling_spec(bank: BankConfig) -> SamplingSpec:
-    return SamplingSpec(n=bank.n, temperature=bank.temperature, top_p=bank.top_p,
-                        max_tokens=bank.max_tokens, seed=bank.seed)
 
 
 @task(cache_policy=NO_CACHE)
@@ -41,8 +37,10 @@ def sample_and_grade(generator: Generator, problems: Sequence[Problem], spec: Sa
 
 
 @flow(name=STAGE, log_prints=True)
-def sample_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def sample_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Sample, grade and store the bank; returns its bank_id. Safe to re-run: finished problems are skipped."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)

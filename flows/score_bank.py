@@ -12,27 +12,26 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 
-import mlflow
 import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
-from ttscale.configs.schema import GeneratorConfig, PipelineConfig
-from ttscale.flows.sample_bank import sampling_spec
+from ttscale.configs.choice import PresetChoice
+from ttscale.configs.schema import PipelineConfig
+from ttscale.tasks.sampling import sampling_spec
 from ttscale.flows.stage import stage_run
 from ttscale.models.prm import StepScorer
-from ttscale.models.scorers import CONFIDENCE, ORACLE, RANDOM, PRMFormat, ScorerSource, open_scorer
+from ttscale.models.scorers import ORACLE, ScorerSource, open_scorer, resolve_prm, scorer_key
 from ttscale.tasks import arith
 from ttscale.tasks.findings import verifier_budgets, verifier_comparisons
-from ttscale.tasks.findings_report import comparison_lines
+from ttscale.tasks.reports.findings import comparison_lines
 from ttscale.tasks.problems import Problem, load_problems
 from ttscale.tasks.sampling import bank_id, prompt_for, stable_hash
-from ttscale.tasks.selection import AGGREGATIONS, CurvePoint, ProblemCandidates, aggregate, curves
-from ttscale.tasks.tracking import log_metrics, publish_report, registered_model_path
-from ttscale.tasks.verifier_report import (Diagnosis, Quality, curve_metrics, curves_markdown, curves_table, diagnose,
+from ttscale.tasks.selection import CurvePoint, ProblemCandidates, candidates_by_problem, curves
+from ttscale.tasks.tracking import log_metrics, publish_report
+from ttscale.tasks.reports.verifier import (Diagnosis, Quality, curve_metrics, curves_markdown, curves_table, diagnose,
                                    plot_curves, points_from_table)
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from ttscale.warehouse.store import Warehouse
@@ -40,34 +39,6 @@ from ttscale.warehouse.store import Warehouse
 STAGE = "score-bank"
 SCORE_SCHEMA = pa.schema([("scorer_id", pa.string()), ("candidate_id", pa.string()), ("step_index", pa.int32()),
                           ("run_id", pa.string()), ("score", pa.float64()), ("prefix_tokens", pa.int32())])
-
-
-def resolve_prm(spec: str, wd: Workdir, generator: GeneratorConfig = GeneratorConfig(),
-                prm_format: PRMFormat = "classifier") -> ScorerSource:
-    """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; 'random' / 'oracle' ->
-    the scorers that need no weights; 'confidence' -> the generator's folder; else a local folder,
-    read in `prm_format` (scoring.prm_format)."""
-    if spec in (RANDOM, ORACLE):
-        return ScorerSource(spec)
-    if spec == CONFIDENCE:
-        return ScorerSource(CONFIDENCE, wd.require_model(generator.model), generator.chat_template)
-    if spec == "trained":
-        path = wd.models / "prm"
-        if not path.is_dir():
-            raise FileNotFoundError(f"no trained PRM at {path}: run `ttscale train-prm` first")
-        return ScorerSource("prm", path)
-    if spec.startswith("models:/"):
-        mlflow.set_tracking_uri(wd.mlflow_uri)
-        return ScorerSource("prm", registered_model_path(spec))
-    path = Path(spec).expanduser().resolve()
-    if not path.is_dir():
-        raise FileNotFoundError(f"scoring.prm: no PRM folder at {path}")
-    return ScorerSource("prm", path, prm_format=prm_format)
-
-
-def scorer_key(source: ScorerSource, step_separator: str | None) -> str:
-    """A scorer is one PRM's weights plus how steps are presented to it (or a scorer without training)."""
-    return stable_hash("scorer", source.identity(), step_separator)
 
 
 @task(cache_policy=NO_CACHE)
@@ -92,27 +63,6 @@ def unscored(wh: Warehouse, bank: str, scorer_id: str) -> list[dict]:
            GROUP BY c.candidate_id, c.problem_id ORDER BY c.problem_id, c.candidate_id""",
         [bank, scorer_id],
     ).to_pylist()
-
-
-def candidates_by_problem(wh: Warehouse, bank: str, scorer_id: str) -> dict[str, tuple[int, ProblemCandidates]]:
-    """Per problem id: answers, correctness and every aggregation of the step scores (0 for no steps)."""
-    rows = wh.query(
-        """SELECT c.problem_id, p.level, c.candidate_id, c.final_answer, c.correct,
-                  list(s.score ORDER BY s.step_index) FILTER (WHERE s.score IS NOT NULL) AS scores
-           FROM candidates c JOIN problems p USING (problem_id)
-           LEFT JOIN step_scores s ON s.candidate_id = c.candidate_id AND s.scorer_id = ?
-           WHERE c.bank_id = ? GROUP BY ALL ORDER BY c.problem_id, c.candidate_id""",
-        [scorer_id, bank],
-    ).to_pylist()
-    grouped: dict[str, list[dict]] = defaultdict(list)
-    for r in rows:
-        grouped[r["problem_id"]].append(r)
-    out = {}
-    for problem_id, group in grouped.items():
-        scores = {a: [aggregate(r["scores"] or [], a) for r in group] for a in AGGREGATIONS}
-        out[problem_id] = (group[0]["level"], ProblemCandidates.build([r["final_answer"] for r in group],
-                                                                      [r["correct"] for r in group], scores))
-    return out
 
 
 @dataclass(frozen=True)
@@ -170,9 +120,11 @@ def baseline_sources(config: PipelineConfig, wd: Workdir, main: ScorerSource) ->
 
 
 @flow(name=STAGE, log_prints=True)
-def score_bank(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def score_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Score the bank with the configured PRM (and the baselines) and write verifier curves; returns the
     scorer id."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)

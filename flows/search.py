@@ -12,31 +12,32 @@ its share of the problems into Parquet chunk folders instead, for `load-shards`.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig, SearchConfig
-from ttscale.flows.sample_bank import sampling_spec
-from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.tasks.sampling import sampling_spec
+from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.flows.stage import stage_run
-from ttscale.models.generator import Generator, RepeatedRequests, open_generator
-from ttscale.models.prm import StepScorer
+from ttscale.models.generator import RepeatedRequests, open_generator
 from ttscale.models.scorers import ScorerSource, open_scorer
 from ttscale.tasks.findings import easy_and_hard, problem_levels, search_comparisons, stored_search_outcomes
-from ttscale.tasks.findings_report import comparison_lines
+from ttscale.tasks.reports.findings import comparison_lines
 from ttscale.tasks.problems import Problem, load_problems
 from ttscale.tasks.sampling import bank_id, problems_table, stable_hash
-from ttscale.tasks.search import SELECTION, STRATEGIES, SearchParams
-from ttscale.tasks.search.records import to_tables
-from ttscale.tasks.search_report import plot_search, search_markdown, search_metrics
+from ttscale.tasks.search import SearchParams, run_search
+from ttscale.tasks.reports.search import plot_search, search_markdown, search_metrics
 from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from ttscale.warehouse.shards import pending_chunks, write_chunk
 from ttscale.warehouse.store import Warehouse
+
+# A Prefect task, so each call shows in the flow run's graph.
+run_search_task = task(run_search, name="run-search", cache_policy=NO_CACHE)
 
 STAGE = "search"
 
@@ -57,17 +58,11 @@ def plan(cfg: SearchConfig, context: str) -> list[SearchParams]:
     return runs
 
 
-@task(cache_policy=NO_CACHE)
-def run_search(params: SearchParams, problems: Sequence[Problem], generator: Generator, scorer: StepScorer,
-               run_id: str, scorer_id: str):  # -> (search_nodes, selections) Arrow tables
-    searches = STRATEGIES[params.strategy](problems, generator, scorer, params)
-    return to_tables(searches, params, run_id, scorer_id, generator.n_params, scorer.n_params,
-                     SELECTION.get(params.strategy, "weighted"))
-
-
 @flow(name=STAGE, log_prints=True)
-def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def search(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Run every planned search not yet in the warehouse; returns the scorer id the curves belong to."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     model_dir = wd.require_model(config.generator.model)
@@ -96,7 +91,7 @@ def search(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WOR
                 with open_generator(config.generator, model_dir) as served:
                     generator = RepeatedRequests(served)  # identical requests across runs: sampled once
                     for params in tqdm(todo, desc=STAGE, unit="run"):
-                        nodes, selections = run_search(params, problems, generator, scorer, run_id, scorer_id)
+                        nodes, selections = run_search_task(params, problems, generator, scorer, run_id, scorer_id)
                         with wh.transaction():
                             wh.insert("search_nodes", nodes)
                             wh.insert("selections", selections)
@@ -129,7 +124,7 @@ def _search_to_shards(config: PipelineConfig, wd: Workdir, model_dir: Path, sour
         with open_generator(config.generator, model_dir) as served:
             generator = RepeatedRequests(served)
             for cid, params in tqdm(todo, desc=f"{STAGE} shard {workers.shard_index}", unit="run"):
-                nodes, selections = run_search(params, mine, generator, scorer, run_id, scorer_id)
+                nodes, selections = run_search_task(params, mine, generator, scorer, run_id, scorer_id)
                 write_chunk(root, cid, {"problems": problems_table(mine), "search_nodes": nodes,
                                         "selections": selections})
     return scorer_id

@@ -14,12 +14,14 @@ from __future__ import annotations
 from collections import defaultdict
 
 import pyarrow as pa
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
-from ttscale.flows.report import latest_run
-from ttscale.flows.score_bank import resolve_prm, scorer_key
-from ttscale.flows.search import run_search
+from ttscale.warehouse.store import latest_run
+from ttscale.models.scorers import resolve_prm, scorer_key
+from ttscale.tasks.search import run_search
 from ttscale.flows.stage import stage_run
 from ttscale.models.generator import SamplingSpec, open_generator
 from ttscale.models.scorers import open_scorer
@@ -28,17 +30,22 @@ from ttscale.tasks.grading import grade, split_steps
 from ttscale.tasks.problems import load_problems
 from ttscale.tasks.sampling import prompt_for, stable_hash
 from ttscale.tasks.search import SearchParams
-from ttscale.tasks.search_report import parse_variant
+from ttscale.tasks.reports.search import parse_variant
 from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
 from ttscale.warehouse.store import Warehouse
+
+# A Prefect task, so each call shows in the flow run's graph.
+run_search_task = task(run_search, name="run-search", cache_policy=NO_CACHE)
 
 STAGE = "solve"
 
 
 @flow(name=STAGE, log_prints=True)
-def solve(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def solve(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Solve `solve.count` test problems after `solve.first` with the served policy; returns the run id."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     cfg = config.solve
@@ -93,7 +100,7 @@ def solve(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORK
                         params = SearchParams(strategy, charged // (depth + 1), width, depth, cfg.seed,
                                               config.search.temperature, config.search.max_rounds,
                                               config.search.step_tokens, config.search.max_tokens, context=run_id)
-                        _, picked = run_search(params, members, generator, scorer, run_id, scorer_id)
+                        _, picked = run_search_task(params, members, generator, scorer, run_id, scorer_id)
                         for r in picked.to_pylist():
                             pid = r["problem_id"]
                             for k, v in dict(run_id=run_id, problem_id=pid, budget=cfg.budget, value=value[pid],

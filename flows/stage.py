@@ -1,5 +1,6 @@
 """What every stage flow does around its work: one MLflow run and one `runs` row per stage run
-(or, on a worker of another machine, Parquet shards instead of the warehouse).
+(or, on a worker of another machine, Parquet shards instead of the warehouse), and the
+verifier-fitting task the PRM and ORM stages share.
 
 A stage run is keyed by a hash of its inputs (`run_id`). Opening it resumes the MLflow
 run a killed attempt left behind, records the config, and marks the warehouse row
@@ -10,17 +11,19 @@ can tell a re-run that there is nothing left to do.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-from prefect import get_run_logger
+from prefect import get_run_logger, task
+from prefect.cache_policies import NO_CACHE
 from prefect.runtime import flow_run
 from tqdm.auto import tqdm
 
-from ttscale.configs.schema import PipelineConfig
+from ttscale.configs.schema import PipelineConfig, PRMConfig
 from ttscale.models.generator import Generator, open_generator
+from ttscale.models.prm_train import LabeledSolution, PRMTrainResult, train_prm as fit_prm
 from ttscale.tasks.problems import Problem
 from ttscale.tasks.sampling import problem_chunks, problems_table
 from ttscale.tasks.tracking import log_config
@@ -65,3 +68,13 @@ def problems_to_shards(stage: str, group: str, wd: Workdir, config: PipelineConf
         with open_generator(config.generator, model_dir) as generator:
             for cid, chunk in tqdm(todo, desc=f"{stage} shard {workers.shard_index}", unit="chunk"):
                 write_chunk(root, cid, {"problems": problems_table(chunk), **produce(generator, chunk)})
+
+
+@task(cache_policy=NO_CACHE)
+def fit(cfg: PRMConfig, base_dir: Path, solutions: Sequence[LabeledSolution], out_dir: Path,
+        name: str = "prm") -> PRMTrainResult:
+    """Train a scalar-head verifier (the PRM, or the ORM with one step per attempt), logging each epoch."""
+    logger = get_run_logger()
+    return fit_prm(cfg, base_dir, solutions, out_dir,
+                   on_epoch=lambda e, tr, va: logger.info("%s epoch %d: train loss %.4f, val loss %.4f",
+                                                          name, e, tr, va))

@@ -14,6 +14,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from tqdm.auto import tqdm
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import BaseModelConfig, PipelineConfig, TaskConfig
 from ttscale.models import tiny
 from ttscale.tasks import arith
@@ -83,14 +84,18 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
 
 
 @flow(name="train-base", log_prints=True)
-def train_base(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def train_base(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Train the embedded base model (skipped when an identical one is already trained)."""
+    config = preset.resolve(config)
     return str(train_embedded(config, Workdir.at(workdir), "base", config.base_model, "train-base", REGISTERED_NAME))
 
 
 @flow(name="train-large", log_prints=True)
-def train_large(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def train_large(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Train the larger embedded model of the FLOPs-matched comparison (config.large_model) on the same data."""
+    config = preset.resolve(config)
     if config.large_model is None:
         raise ValueError("train-large needs config.large_model (see the flops-matched preset)")
     return str(train_embedded(config, Workdir.at(workdir), "large", config.large_model, "train-large",

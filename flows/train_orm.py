@@ -11,67 +11,39 @@ so it can rank attempts from any chain position.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import asdict
-from pathlib import Path
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
-from tqdm.auto import tqdm
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
-from ttscale.flows.revision_data import train_problems
+from ttscale.tasks.problems import train_problems
 from ttscale.flows.stage import stage_run
-from ttscale.flows.train_prm import fit
-from ttscale.flows.train_reviser import reviser_dir
-from ttscale.models.generator import Generator, SamplingSpec, open_generator
-from ttscale.models.prm import LabeledSolution
+from ttscale.flows.stage import fit
+from ttscale.workdir import reviser_dir
+from ttscale.models.generator import open_generator
+from ttscale.models.prm_train import LabeledSolution
 from ttscale.models.reviser import ContextRoom
-from ttscale.tasks.problems import Problem
-from ttscale.tasks.revisions import attempts_table, extend_chains, stored_chains
 from ttscale.tasks.sampling import prompt_for, stable_hash
 from ttscale.tasks.tracking import log_metrics, register_model
-from ttscale.tasks.verifier_report import quality
+from ttscale.tasks.reports.verifier import quality
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
 from ttscale.warehouse.store import Warehouse
+from ttscale.tasks.revisions import chain_set_key, chain_spec, run_chains
+
+# A Prefect task, so each call shows in the flow run's graph.
+run_chains_task = task(run_chains, name="run-chains", cache_policy=NO_CACHE)
 
 STAGE = "train-orm"
 REGISTERED_NAME = "ttscale-orm"
 
 
-def chain_spec(config: PipelineConfig) -> SamplingSpec:
-    chains = config.revisions.chains
-    return SamplingSpec(n=1, temperature=chains.temperature, max_tokens=chains.max_tokens, seed=chains.seed)
-
-
-def chain_set_key(purpose: str, reviser: Path, lengths: Sequence[int], window: int, spec: SamplingSpec,
-                  backend: str) -> str:
-    """A chain set is one reviser's chains of these lengths, window and sampling, for one purpose."""
-    return stable_hash("chains", purpose, fingerprint(reviser), list(lengths), window, asdict(spec), backend)
-
-
-@task(cache_policy=NO_CACHE)
-def run_chains(generator: Generator, room: ContextRoom, problems: Sequence[Problem], lengths: Sequence[int],
-               window: int, spec: SamplingSpec, chain_set_id: str, run_id: str, wh: Warehouse, stage: str) -> int:
-    """Grow every chain of the set to its length, committing each round; returns rounds run.
-    An attempt sees the last `window` attempts of its chain that leave the reviser room to answer
-    within the context it was trained at (`room`)."""
-    done = stored_chains(wh, chain_set_id)
-    total = len(problems) * sum(lengths) - sum(len(v) for v in done.values())
-    with tqdm(total=total, desc=stage, unit="attempt", disable=None, mininterval=1.0) as bar:
-        def commit(attempts):
-            with wh.transaction():
-                wh.insert("revision_attempts", attempts_table(attempts, chain_set_id, run_id, generator.n_params))
-            bar.update(len(attempts))
-
-        return extend_chains(generator, problems, lengths, window, spec, done, commit,
-                             fits=lambda prompt: room.fits(prompt, spec.max_tokens))
-
-
 @flow(name=STAGE, log_prints=True)
-def train_orm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def train_orm(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Train (or find already trained) the ORM on the revision model's attempts; returns its folder."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     base_dir = wd.require_model(config.generator.model)
@@ -94,7 +66,7 @@ def train_orm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_
             wh, wd, STAGE, run_id, config, {"revisions.orm": cfg.model_dump(), "chain_set_id": chain_set_id},
             {"chain_set_id": chain_set_id}) as ml_id:
         with open_generator(config.generator, reviser) as generator:
-            run_chains(generator, ContextRoom(reviser), problems, lengths, config.revisions.chains.window, spec,
+            run_chains_task(generator, ContextRoom(reviser), problems, lengths, config.revisions.chains.window, spec,
                        chain_set_id, run_id, wh, STAGE)
         by_id = {p.problem_id: p for p in problems}
         rows = wh.query("SELECT problem_id, text, correct FROM revision_attempts WHERE chain_set_id = ? "

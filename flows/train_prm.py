@@ -9,22 +9,20 @@ settings returns the trained PRM at once.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from pathlib import Path
 
 import mlflow
-from prefect import flow, get_run_logger, task
+from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.cache_policies import NO_CACHE
 
-from ttscale.configs.schema import PipelineConfig, PRMConfig
-from ttscale.flows.label_steps import label_bank_id
-from ttscale.flows.stage import stage_run
-from ttscale.models.prm import LabeledSolution, PRMTrainResult, train_prm as fit_prm
+from ttscale.configs.choice import PresetChoice
+from ttscale.configs.schema import PipelineConfig
+from ttscale.tasks.labeling import label_bank_id
+from ttscale.flows.stage import fit, stage_run
+from ttscale.models.prm_train import LabeledSolution
 from ttscale.tasks.problems import load_problems
 from ttscale.tasks.sampling import prompt_for, stable_hash
 from ttscale.tasks.tracking import log_metrics, register_model
-from ttscale.tasks.verifier_report import plot_calibration, quality
+from ttscale.tasks.reports.verifier import plot_calibration, quality
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
 from ttscale.warehouse.store import Warehouse
 
@@ -48,19 +46,11 @@ def labeled_solutions(wh: Warehouse, config: PipelineConfig, label_bank: str) ->
             for r in rows if r["problem_id"] in by_id]
 
 
-@task(cache_policy=NO_CACHE)
-def fit(cfg: PRMConfig, base_dir: Path, solutions: Sequence[LabeledSolution], out_dir: Path,
-        name: str = "prm") -> PRMTrainResult:
-    """Train a scalar-head verifier (the PRM, or the ORM with one step per attempt), logging each epoch."""
-    logger = get_run_logger()
-    return fit_prm(cfg, base_dir, solutions, out_dir,
-                   on_epoch=lambda e, tr, va: logger.info("%s epoch %d: train loss %.4f, val loss %.4f",
-                                                          name, e, tr, va))
-
-
 @flow(name=STAGE, log_prints=True)
-def train_prm(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def train_prm(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Train (or find already trained) the PRM for this workdir's labels; returns its folder."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     base_dir = wd.require_model(config.generator.model)

@@ -14,6 +14,7 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig, ReviserConfig
 from ttscale.flows.revision_data import data_ids
 from ttscale.flows.stage import stage_run
@@ -49,16 +50,11 @@ def training_examples(rows: Sequence[dict], problems: dict[str, Problem], room: 
     return examples, shortened
 
 
-def reviser_dir(wd: Workdir) -> Path:
-    path = wd.models / "reviser"
-    if not path.is_dir():
-        raise FileNotFoundError(f"no revision model at {path}: run `ttscale train-reviser` first")
-    return path
-
-
 @flow(name=STAGE, log_prints=True)
-def train_reviser(config: PipelineConfig = PipelineConfig(), workdir: str = DEFAULT_WORKDIR) -> str:
+def train_reviser(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
+                 workdir: str = DEFAULT_WORKDIR) -> str:
     """Train (or find already trained) the revision model; returns its folder."""
+    config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     base_dir = wd.require_model(config.generator.model)

@@ -106,6 +106,10 @@ def open_generator(cfg: GeneratorConfig, model_dir: Path) -> Iterator[Generator]
         from ttscale.models.hf_backend import HFGenerator
 
         gen: Generator = HFGenerator(cfg, Path(model_dir))
+    elif cfg.backend == "openai":
+        from ttscale.models.openai_backend import OpenAIGenerator
+
+        gen = OpenAIGenerator(cfg, Path(model_dir))
     else:
         if importlib.util.find_spec("vllm") is None:
             raise ImportError("generator.backend=vllm needs vLLM: pip install -e '.[cpu]' (CPU) or '.[gpu]' (GPU), "

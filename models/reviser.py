@@ -27,9 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ttscale.configs.schema import ReviserConfig
-from ttscale.models.prm import save_trained
-
-
+from ttscale.models.prm_train import save_trained
 @dataclass
 class ReviserTrainResult:
     updates: int

@@ -23,10 +23,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from ttscale.configs.schema import ScoreConfig
+import mlflow
+
+from ttscale.configs.schema import GeneratorConfig, ScoreConfig
 from ttscale.models.prm import PRM, StepScorer, parameter_count
 from ttscale.tasks import arith
-from ttscale.workdir import fingerprint, read_record
+from ttscale.tasks.sampling import stable_hash
+from ttscale.tasks.tracking import registered_model_path
+from ttscale.workdir import Workdir, fingerprint, read_record
 
 RANDOM, CONFIDENCE, ORACLE = "random", "confidence", "oracle"
 ScorerKind = Literal["prm", "random", "confidence", "oracle"]
@@ -136,3 +140,31 @@ def open_scorer(source: ScorerSource, cfg: ScoreConfig) -> StepScorer:
 
         return LabelTokenPRM(source.path, source.prm_format, cfg.batch_size, cfg.threads)
     return PRM.for_scoring(source.path, cfg)
+
+
+def resolve_prm(spec: str, wd: Workdir, generator: GeneratorConfig = GeneratorConfig(),
+                prm_format: PRMFormat = "classifier") -> ScorerSource:
+    """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; 'random' / 'oracle' ->
+    the scorers that need no weights; 'confidence' -> the generator's folder; else a local folder,
+    read in `prm_format` (scoring.prm_format)."""
+    if spec in (RANDOM, ORACLE):
+        return ScorerSource(spec)
+    if spec == CONFIDENCE:
+        return ScorerSource(CONFIDENCE, wd.require_model(generator.model), generator.chat_template)
+    if spec == "trained":
+        path = wd.models / "prm"
+        if not path.is_dir():
+            raise FileNotFoundError(f"no trained PRM at {path}: run `ttscale train-prm` first")
+        return ScorerSource("prm", path)
+    if spec.startswith("models:/"):
+        mlflow.set_tracking_uri(wd.mlflow_uri)
+        return ScorerSource("prm", registered_model_path(spec))
+    path = Path(spec).expanduser().resolve()
+    if not path.is_dir():
+        raise FileNotFoundError(f"scoring.prm: no PRM folder at {path}")
+    return ScorerSource("prm", path, prm_format=prm_format)
+
+
+def scorer_key(source: ScorerSource, step_separator: str | None) -> str:
+    """A scorer is one PRM's weights plus how steps are presented to it (or a scorer without training)."""
+    return stable_hash("scorer", source.identity(), step_separator)

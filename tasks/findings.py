@@ -22,7 +22,7 @@ import numpy as np
 
 from ttscale.tasks.comparison import NOT_MEASURED, Comparison, claim_verdict, finding_verdict, paired
 from ttscale.tasks.metrics import powers_of_two
-from ttscale.tasks.search_report import variant
+from ttscale.tasks.reports.search import variant
 from ttscale.tasks.selection import ProblemCandidates, select, subset_masks
 from ttscale.warehouse.store import Warehouse
 

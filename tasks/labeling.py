@@ -14,7 +14,7 @@ rollout together and its prefix cache shares the common prefixes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import asdict, replace
 
 import pyarrow as pa
 
@@ -22,7 +22,8 @@ from ttscale.models.generator import Generator, SamplingSpec
 from ttscale.tasks import arith
 from ttscale.tasks.grading import grade
 from ttscale.tasks.problems import Problem
-from ttscale.tasks.sampling import prefix_prompt, sample_chunk
+from ttscale.tasks.sampling import prefix_prompt, sample_chunk, stable_hash
+from ttscale.configs.schema import LabelConfig
 
 METHOD = "label"
 DELIMITER = arith.STEP_DELIMITER
@@ -75,3 +76,13 @@ def label_chunk(
         if step_texts.get(cid):
             add(cid, len(step_texts[cid]) - 1, "outcome", 1, int(correct), 0, 0)
     return candidates, steps, pa.table(rows, schema=LABEL_SCHEMA)
+
+
+def label_bank_id(model_fingerprint: str, labels: LabelConfig) -> str:
+    """Labels are identified by the model and how they were sampled, like a sample bank."""
+    return stable_hash(METHOD, model_fingerprint, asdict(label_spec(labels)), labels.rollouts)
+
+
+def label_spec(labels: LabelConfig) -> SamplingSpec:
+    return SamplingSpec(n=labels.samples, temperature=labels.temperature, max_tokens=labels.max_tokens,
+                        seed=labels.seed)

@@ -12,7 +12,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from ttscale.configs.schema import TaskConfig
+from ttscale.configs.schema import PipelineConfig, TaskConfig
 
 
 class ProblemFileError(ValueError):
@@ -61,3 +61,13 @@ def load_problems(task: TaskConfig) -> list[Problem]:
     test_cap = min(task.n_test, task.limit) if task.limit else task.n_test
     return (load_split(task.kind, "train", limit=task.n_train, max_chars=task.max_problem_chars) if task.n_train else []) \
         + load_split(task.kind, "test", limit=test_cap, max_chars=task.max_problem_chars)
+
+
+def train_problems(config: PipelineConfig, count: int, skip: int = 0) -> list[Problem]:
+    """`count` train-split problems after the first `skip` (the ORM skips the reviser's)."""
+    train = [p for p in load_problems(config.task) if p.split == "train"]
+    if len(train) < skip + count:
+        raise ValueError(f"revisions need {skip + count} train-split problems ({skip} for the reviser's data, "
+                         f"{count} more here), the task has {len(train)}: raise task.n_train or lower "
+                         "revisions.data.problems / revisions.orm.problems")
+    return train[skip : skip + count]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
 
 import pyarrow as pa
@@ -24,6 +24,11 @@ from ttscale.tasks.grading import grade
 from ttscale.tasks.problems import Problem
 from ttscale.tasks.sampling import prompt_for, stable_hash
 from ttscale.warehouse.store import Warehouse
+from ttscale.models.reviser import ContextRoom
+from pathlib import Path
+from ttscale.configs.schema import PipelineConfig
+from ttscale.workdir import fingerprint
+from tqdm.auto import tqdm
 
 # After each earlier attempt: a line no solution contains, so an attempt's end is unambiguous.
 ATTEMPT_SEPARATOR = "\n\nretry:\n\n"
@@ -229,3 +234,31 @@ def extend_chains(generator: Generator, problems: Sequence[Problem], lengths: Se
         if on_round is not None:
             on_round(rounds, len(attempts))
     return rounds
+
+
+def chain_set_key(purpose: str, reviser: Path, lengths: Sequence[int], window: int, spec: SamplingSpec,
+                  backend: str) -> str:
+    """A chain set is one reviser's chains of these lengths, window and sampling, for one purpose."""
+    return stable_hash("chains", purpose, fingerprint(reviser), list(lengths), window, asdict(spec), backend)
+
+
+def chain_spec(config: PipelineConfig) -> SamplingSpec:
+    chains = config.revisions.chains
+    return SamplingSpec(n=1, temperature=chains.temperature, max_tokens=chains.max_tokens, seed=chains.seed)
+
+
+def run_chains(generator: Generator, room: ContextRoom, problems: Sequence[Problem], lengths: Sequence[int],
+               window: int, spec: SamplingSpec, chain_set_id: str, run_id: str, wh: Warehouse, stage: str) -> int:
+    """Grow every chain of the set to its length, committing each round; returns rounds run.
+    An attempt sees the last `window` attempts of its chain that leave the reviser room to answer
+    within the context it was trained at (`room`)."""
+    done = stored_chains(wh, chain_set_id)
+    total = len(problems) * sum(lengths) - sum(len(v) for v in done.values())
+    with tqdm(total=total, desc=stage, unit="attempt", disable=None, mininterval=1.0) as bar:
+        def commit(attempts):
+            with wh.transaction():
+                wh.insert("revision_attempts", attempts_table(attempts, chain_set_id, run_id, generator.n_params))
+            bar.update(len(attempts))
+
+        return extend_chains(generator, problems, lengths, window, spec, done, commit,
+                             fits=lambda prompt: room.fits(prompt, spec.max_tokens))

@@ -15,7 +15,7 @@ from datetime import datetime, timezone
 
 import pyarrow as pa
 
-from ttscale.configs.schema import WorkerConfig
+from ttscale.configs.schema import BankConfig, WorkerConfig
 from ttscale.models.generator import Generator, SamplingSpec
 from ttscale.tasks import arith
 from ttscale.tasks.benchmarks import for_source
@@ -110,3 +110,9 @@ _CANDIDATE_COLUMNS = (
 
 def problems_table(problems: Sequence[Problem]) -> pa.Table:
     return pa.Table.from_pylist([p.row() for p in problems])
+
+
+def sampling_spec(bank: BankConfig) -> SamplingSpec:
+    """How the bank was sampled: part of every id built on the bank (search, difficulty, revisions)."""
+    return SamplingSpec(n=bank.n, temperature=bank.temperature, top_p=bank.top_p,
+                        max_tokens=bank.max_tokens, seed=bank.seed)

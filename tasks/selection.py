@@ -17,6 +17,8 @@ from typing import Literal
 import numpy as np
 
 from ttscale.tasks.metrics import powers_of_two
+from ttscale.warehouse.store import Warehouse
+from collections import defaultdict
 
 Aggregation = Literal["last", "min", "prod", "mean"]
 AGGREGATIONS: tuple[Aggregation, ...] = ("last", "min", "prod", "mean")
@@ -135,4 +137,25 @@ def curves(problems: Sequence[tuple[int, ProblemCandidates]], resamples: int, se
                 boot_acc = sub[pick[:, None], boot].mean(axis=1)
                 lo, hi = np.quantile(boot_acc, [(1 - confidence) / 2, (1 + confidence) / 2])
                 out.append(CurvePoint(rule, agg, level, n, float(sub.mean()), float(lo), float(hi), len(cols)))
+    return out
+
+
+def candidates_by_problem(wh: Warehouse, bank: str, scorer_id: str) -> dict[str, tuple[int, ProblemCandidates]]:
+    """Per problem id: answers, correctness and every aggregation of the step scores (0 for no steps)."""
+    rows = wh.query(
+        """SELECT c.problem_id, p.level, c.candidate_id, c.final_answer, c.correct,
+                  list(s.score ORDER BY s.step_index) FILTER (WHERE s.score IS NOT NULL) AS scores
+           FROM candidates c JOIN problems p USING (problem_id)
+           LEFT JOIN step_scores s ON s.candidate_id = c.candidate_id AND s.scorer_id = ?
+           WHERE c.bank_id = ? GROUP BY ALL ORDER BY c.problem_id, c.candidate_id""",
+        [scorer_id, bank],
+    ).to_pylist()
+    grouped: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        grouped[r["problem_id"]].append(r)
+    out = {}
+    for problem_id, group in grouped.items():
+        scores = {a: [aggregate(r["scores"] or [], a) for r in group] for a in AGGREGATIONS}
+        out[problem_id] = (group[0]["level"], ProblemCandidates.build([r["final_answer"] for r in group],
+                                                                      [r["correct"] for r in group], scores))
     return out

@@ -156,7 +156,7 @@ def test_solve_runs_the_served_policy_on_new_problems(trained_workdir, smoke_con
 
 
 def test_policy_labels_parse_back_into_search_runs():
-    from ttscale.tasks.search_report import parse_variant, variant
+    from ttscale.tasks.reports.search import parse_variant, variant
 
     for strategy, m, k in [("beam", 4, 0), ("dvts", 2, 0), ("lookahead", 2, 3), ("best_of_n", 1, 0),
                            ("majority", 1, 0)]:

@@ -84,3 +84,26 @@ def test_revision_settings_that_cannot_work_are_refused(tmp_path: Path):
     bad.write_text("revisions:\n  chains:\n    rule: best_guess\n")
     with pytest.raises(ConfigError, match="revisions.chains.rule"):
         load_config(str(bad))
+
+
+def test_the_forms_short_way_is_validated_as_the_cli_validates():
+    """PresetChoice (the first section of every flow's form) becomes the CLI's --set overrides."""
+    import pydantic
+
+    from ttscale.configs import ConfigError, load_config
+    from ttscale.configs.choice import PresetChoice
+
+    choice = PresetChoice(name="smoke", n=4, budgets=[1, 2], backend="vllm")
+    assert choice.overrides() == ["bank.n=4", "search.budgets=[1, 2]", "generator.backend=vllm"]
+    assert choice.resolve() == load_config("smoke", ["bank.n=4", "search.budgets=[1, 2]", "generator.backend=vllm"])
+    smoke = load_config("smoke")
+    assert PresetChoice().resolve(smoke) == smoke  # a full config from the form, nothing changed on top
+    assert PresetChoice(n=5).resolve(smoke).bank.n == 5
+    for bad in ({"n": 0}, {"budgets": [0]}, {"budgets": []}, {"name": "no-such-preset"}, {"task_kind": "nope"}):
+        with pytest.raises(pydantic.ValidationError):
+            PresetChoice(**bad)
+    with pytest.raises(ConfigError) as form:
+        PresetChoice(name="smoke", task_kind="jsonl").resolve()
+    with pytest.raises(ConfigError) as cli:
+        load_config("smoke", ["task.kind=jsonl"])
+    assert str(form.value) == str(cli.value) and "task.path" in str(form.value)

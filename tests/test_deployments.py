@@ -34,19 +34,23 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
         _cli([prefect, "work-pool", "create", "cpu", "--type", "process"], env)
     _cli([sys.executable, "-m", "ttscale.cli", "deploy", "sample-bank-cpu", "--preset", "smoke"], env)
 
-    async def deployed_config() -> dict:
+    async def deployed_parameters() -> dict:
         async with get_client() as client:
-            return (await client.read_deployment_by_name("sample-bank/sample-bank-cpu")).parameters["config"]
+            return (await client.read_deployment_by_name("sample-bank/sample-bank-cpu")).parameters
 
     import asyncio
 
-    # the form opens on the preset, every value filled in
-    assert asyncio.run(deployed_config()) == smoke_config.model_dump(mode="json")
+    # the form opens on the short way: the preset, and nothing else filled in
+    assert asyncio.run(deployed_parameters()) == {"preset": {"name": "smoke"}}
 
     workdir = tmp_path / "deployed"
     shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
-    config = smoke_config.model_copy(update={"bank": smoke_config.bank.model_copy(update={"n": 3, "seed": 5})})
-    params = {"config": config.model_dump(mode="json"), "workdir": str(workdir)}
+    # the server enforces the form's schema: a negative N starts nothing
+    refused = subprocess.run([prefect, "deployment", "run", "sample-bank/sample-bank-cpu", "--params",
+                              json.dumps({"preset": {"name": "smoke", "n": -1}, "workdir": str(workdir)})],
+                             cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode != 0 and "Created flow run" not in refused.stdout
+    params = {"preset": {"name": "smoke", "n": 3}, "workdir": str(workdir)}
     triggered = _cli([prefect, "deployment", "run", "sample-bank/sample-bank-cpu", "--params", json.dumps(params)], env)
     assert "Created flow run" in triggered.stdout
 
@@ -61,7 +65,7 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
     assert asyncio.run(states()) == ["COMPLETED"]
     with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
         n = con.execute("SELECT count(*) FROM candidates WHERE budget = 3").fetchall()[0][0]
-    assert n == 3 * config.task.n_test  # the edited parameter reached the run
+    assert n == 3 * smoke_config.task.n_test  # the edited field of the form reached the run
 
 
 def test_every_deployment_points_at_a_flow_whose_parameters_render_as_forms():
@@ -80,10 +84,11 @@ def test_every_deployment_points_at_a_flow_whose_parameters_render_as_forms():
     assert len(names) == len(set(names))
     for deployment in spec["deployments"]:
         path, name = deployment["entrypoint"].split(":")
-        flow = getattr(importlib.import_module(path.removesuffix(".py").replace("/", ".")), name)
+        flow = getattr(importlib.import_module("ttscale." + path.removesuffix(".py").replace("/", ".")), name)
         assert isinstance(flow, Flow), deployment["name"]
         schema = parameter_schema(flow.fn).model_dump()
-        assert {"config", "workdir"} <= set(schema["properties"]), deployment["name"]
+        fields = [f for f in schema["properties"] if f != "stage"]
+        assert fields[:3] == ["preset", "config", "workdir"], deployment["name"]  # the short way first
         # the parameters it ships are a valid config (a renamed or removed key fails here, not on a worker)
         PipelineConfig.model_validate(deployment.get("parameters", {}).get("config", {}))
     config_schema = schema["definitions"]["PipelineConfig"]["properties"]

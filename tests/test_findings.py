@@ -9,7 +9,7 @@ from ttscale.tasks.allocation import budget_ratio, choosable, cross_validate, ef
 from ttscale.tasks.comparison import CONTRADICTED, INCONCLUSIVE, NOT_MEASURED, REPRODUCED, claim_verdict, finding_verdict, paired
 from ttscale.tasks.findings import (Finding, allocation_comparisons, exchange_comparisons, findings_table_rows,
                             revision_comparisons, search_comparisons, verifier_comparisons)
-from ttscale.tasks.findings_report import findings_markdown, plot_forest
+from ttscale.tasks.reports.findings import findings_markdown, plot_forest
 from ttscale.tasks.selection import ProblemCandidates
 
 
@@ -212,7 +212,7 @@ def test_a_model_stopped_by_its_time_cap_is_named_at_the_top_of_the_report(tmp_p
 
 
 def test_a_bound_that_excludes_zero_never_prints_as_zero():
-    from ttscale.tasks.findings_report import _signed
+    from ttscale.tasks.reports.findings import _signed
 
     assert _signed(0.0003) == "+0.0003" and _signed(-0.00004) == "-0.00004"
     assert _signed(0.0) == "+0.000" and _signed(0.1234) == "+0.123"

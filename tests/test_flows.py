@@ -15,7 +15,7 @@ from mlflow.tracking import MlflowClient
 import ttscale.flows.sample_bank as sample_bank_module
 from ttscale.flows.pipeline import pipeline
 from ttscale.flows.sample_bank import sample_bank
-from ttscale.flows.score_bank import scorer_key
+from ttscale.models.scorers import scorer_key
 from ttscale.flows.train_base import REGISTERED_NAME
 from ttscale.configs.schema import PipelineConfig
 from ttscale.models.scorers import RANDOM, ScorerSource

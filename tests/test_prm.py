@@ -14,7 +14,8 @@ from transformers import AutoModelForTokenClassification, Qwen2Config, Qwen2ForT
 from ttscale.configs.schema import GeneratorConfig, PRMConfig, TaskConfig
 from ttscale.models import tiny
 from ttscale.models.generator import SamplingSpec, open_generator
-from ttscale.models.prm import PRM, LabeledSolution, collate, encode, split_by_problem, step_loss, train_prm
+from ttscale.models.prm import PRM, collate, encode
+from ttscale.models.prm_train import LabeledSolution, split_by_problem, step_loss, train_prm
 from ttscale.tasks import arith
 from ttscale.tasks.grading import split_steps
 from ttscale.tasks.labeling import label_chunk

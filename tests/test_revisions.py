@@ -182,7 +182,7 @@ def test_pipeline_revises_and_writes_the_sweep(revised_workdir, smoke_config):
 
 def test_orm_round_trip_scores_the_same_from_the_registry(revised_workdir):
     workdir, out = revised_workdir
-    from ttscale.flows.score_bank import resolve_prm
+    from ttscale.models.scorers import resolve_prm
     from ttscale.workdir import Workdir
 
     prompt, attempt = "rule\n\n01: init#0001=0001\n\n", "00: 0001#0001=0002\n\nans=0002"

@@ -12,7 +12,7 @@ from scipy.stats import kstest
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ttscale.configs.schema import ScoreConfig
-from ttscale.flows.score_bank import resolve_prm, scorer_key
+from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.models.confidence import ConfidenceScorer
 from ttscale.models.scorers import CONFIDENCE, ORACLE, RANDOM, OracleScorer, RandomScorer, ScorerSource, open_scorer
 from ttscale.tasks import arith

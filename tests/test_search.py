@@ -10,7 +10,8 @@ import pytest
 from ttscale.configs.schema import GeneratorConfig, PRMConfig, SearchConfig, TaskConfig
 from ttscale.flows.search import plan
 from ttscale.models.generator import Completion, RepeatedRequests, SamplingSpec, open_generator
-from ttscale.models.prm import PRM, LabeledSolution, train_prm
+from ttscale.models.prm import PRM
+from ttscale.models.prm_train import LabeledSolution, train_prm
 from ttscale.models.scorers import RandomScorer
 from ttscale.tasks import arith
 from ttscale.tasks.grading import split_steps

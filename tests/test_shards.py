@@ -19,7 +19,7 @@ from ttscale.flows.label_steps import label_steps
 from ttscale.flows.load_shards import load_shards
 from ttscale.flows.sample_bank import sample_bank
 from ttscale.flows.search import search
-from ttscale.models.prm import LabeledSolution, train_prm
+from ttscale.models.prm_train import LabeledSolution, train_prm
 from ttscale.tasks import arith
 from ttscale.tasks.grading import split_steps
 from ttscale.tasks.sampling import prompt_for

@@ -7,7 +7,7 @@ import pytest
 from ttscale.configs.schema import TaskConfig
 from ttscale.tasks import arith
 from ttscale.tasks.grading import split_steps
-from ttscale.tasks.verifier_report import diagnose
+from ttscale.tasks.reports.verifier import diagnose
 
 PROBLEMS = arith.make_split(TaskConfig(n_test=20), "test")
 

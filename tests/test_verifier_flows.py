@@ -14,7 +14,8 @@ from mlflow.tracking import MlflowClient
 import ttscale.flows.label_steps as label_steps_module
 from ttscale.flows.label_steps import label_steps
 from ttscale.flows.pipeline import pipeline
-from ttscale.flows.score_bank import resolve_prm, score_bank, scorer_key
+from ttscale.flows.score_bank import score_bank
+from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.flows.train_prm import REGISTERED_NAME
 from ttscale.models.prm import PRM
 from ttscale.tasks.selection import ProblemCandidates, select

@@ -249,13 +249,18 @@ def serve(preset: Preset = "tiny", workdir: WorkdirOpt = Path(DEFAULT_WORKDIR), 
     """Serve every flow from this process (flow.serve) so runs can be triggered from the Prefect UI.
 
     Needs a running server: `prefect server start`, then `PREFECT_API_URL=http://127.0.0.1:4200/api`.
-    The preset fills the forms' defaults; edit them in the UI per run. Stop with Ctrl-C.
+    The forms open on the preset (and a few common settings); edit them in the UI per run. Stop with Ctrl-C.
     """
     config = _config(preset, set_)
     quiet_services()
     from prefect import serve as prefect_serve
 
-    defaults = {"config": config.model_dump(mode="json"), "workdir": str(Path(workdir).resolve())}
+    from ttscale.configs import presets
+
+    defaults: dict = {"preset": {"name": preset} if preset in presets() else {"file": str(Path(preset).resolve())},
+                      "workdir": str(Path(workdir).resolve())}
+    if set_:
+        defaults["config"] = config.model_dump(mode="json")
     prefect_serve(*[flow.to_deployment(name=f"{name}-served", parameters=defaults, tags=["ttscale"])
                     for name, flow in _flows().items()])
 
@@ -265,13 +270,18 @@ def deploy(
     names: Annotated[list[str] | None, typer.Argument(help="deployment names (default: all in the file)")] = None,
     preset: Preset = "tiny",
     set_: SetOpt = None,
+    workdir: Annotated[Path | None, typer.Option("--workdir", "-w", help="the runs' workdir on the workers "
+                                                 "(default: each deployment's own, e.g. .ttscale in $TTSCALE_REPO)")]
+    = None,
 ) -> None:
     """Register the deployments of deployments/prefect.yaml with your Prefect server (`prefect deploy`).
 
-    Each deployment's `config` parameter is the preset (every value filled in) with the
-    deployment's own overrides from the YAML on top, so the UI's form opens on what
-    `ttscale run --preset` would run. Workers run them from the repository named by
-    $TTSCALE_REPO (default: this checkout).
+    Each deployment's form opens on the short way first: `preset` (this preset, and a few
+    common settings to change: task, N, budgets, backend), then the full `config`, empty, for
+    those who want every field. A deployment that ships its own settings in the YAML (the
+    nightly re-score's registry PRM) or a `--set` here gets its full `config` filled in instead:
+    the preset with those on top. Workers run them from the repository named by $TTSCALE_REPO
+    (default: this checkout).
     """
     import os
     import subprocess
@@ -282,11 +292,18 @@ def deploy(
     from ttscale.configs import overlay
 
     repo = Path(__file__).resolve().parent.parent
+    from ttscale.configs import presets
+
     defaults = _config(preset, set_).model_dump(mode="json")
+    choice = {"name": preset} if preset in presets() else {"file": str(Path(preset).resolve())}
     spec = yaml.safe_load((repo / "deployments" / "prefect.yaml").read_text())
     for deployment in spec["deployments"]:
         params = deployment.setdefault("parameters", {}) or {}
-        params["config"] = overlay(defaults, params.get("config") or {})
+        if params.get("config") or set_:
+            params["config"] = overlay(defaults, params.get("config") or {})
+        params["preset"] = choice
+        if workdir is not None:
+            params["workdir"] = str(workdir.resolve())
         deployment["parameters"] = params
     prefect = Path(sys.executable).with_name("prefect")
     selection = [arg for name in names for arg in ("--name", name)] if names else ["--all"]

@@ -142,3 +142,10 @@ def staged_dir(out: Path) -> Iterator[Path]:
 
 def write_record(folder: Path, record: dict) -> None:
     (folder / MARKER).write_text(json.dumps(record))
+
+
+def reviser_dir(wd: Workdir) -> Path:
+    path = wd.models / "reviser"
+    if not path.is_dir():
+        raise FileNotFoundError(f"no revision model at {path}: run `ttscale train-reviser` first")
+    return path

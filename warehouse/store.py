@@ -125,3 +125,10 @@ class Warehouse:
     def mlflow_run_id(self, run_id: str) -> str | None:
         rows = self.con.execute("SELECT mlflow_run_id FROM runs WHERE run_id = ?", [run_id]).fetchall()
         return rows[0][0] if rows else None
+
+
+def latest_run(wh: Warehouse, stage: str) -> str | None:
+    """The newest finished run of a stage: how report and solve find the allocation they read."""
+    rows = wh.query("SELECT run_id FROM runs WHERE stage = ? AND status = 'finished' ORDER BY finished_at DESC "
+                    "LIMIT 1", [stage]).to_pylist()
+    return rows[0]["run_id"] if rows else None

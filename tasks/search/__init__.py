@@ -15,6 +15,7 @@ from ttscale.models.prm import StepScorer
 from ttscale.tasks.problems import Problem
 from ttscale.tasks.search import beam, best_of_n, dvts, lookahead, majority
 from ttscale.tasks.search.tree import Node, ProblemSearch, SearchParams
+from ttscale.tasks.search.records import to_tables
 
 Strategy = Callable[[Sequence[Problem], Generator, StepScorer, SearchParams], dict[str, ProblemSearch]]
 
@@ -29,4 +30,12 @@ STRATEGIES: dict[str, Strategy] = {
 # How each strategy picks its answer from its final candidates (default: best-of-N weighted).
 SELECTION: dict[str, str] = {"majority": majority.SELECTION}
 
-__all__ = ["Node", "ProblemSearch", "SearchParams", "SELECTION", "STRATEGIES", "Strategy"]
+__all__ = ["Node", "ProblemSearch", "SearchParams", "SELECTION", "STRATEGIES", "Strategy", "run_search"]
+
+
+def run_search(params: SearchParams, problems: Sequence[Problem], generator: Generator, scorer: StepScorer,
+               run_id: str, scorer_id: str):  # -> (search_nodes, selections) Arrow tables
+    """One strategy's search over the problems, as the rows search_nodes and selections store."""
+    searches = STRATEGIES[params.strategy](problems, generator, scorer, params)
+    return to_tables(searches, params, run_id, scorer_id, generator.n_params, scorer.n_params,
+                     SELECTION.get(params.strategy, "weighted"))

@@ -17,7 +17,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ttscale.tasks.report import save_figure  # noqa: E402
+from ttscale.tasks.reports.bank import save_figure  # noqa: E402
 import numpy as np  # noqa: E402
 import pyarrow as pa  # noqa: E402
 from sklearn.metrics import roc_auc_score  # noqa: E402

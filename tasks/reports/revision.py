@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ttscale.tasks.metrics import powers_of_two  # noqa: E402
-from ttscale.tasks.report import save_figure  # noqa: E402
+from ttscale.tasks.reports.bank import save_figure  # noqa: E402
 from ttscale.warehouse.store import Warehouse  # noqa: E402
 
 PAPER_CORRECT_TO_INCORRECT = 0.38  # share of correct answers a revision turned incorrect (PAPER.md)

@@ -10,7 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ttscale.tasks.report import save_figure  # noqa: E402
+from ttscale.tasks.reports.bank import save_figure  # noqa: E402
 
 
 def exchange_markdown(rows: Sequence[dict], small_params: float, large_params: float, small_tokens: float,

@@ -17,7 +17,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from ttscale.tasks.difficulty import Agreement  # noqa: E402
-from ttscale.tasks.report import save_figure  # noqa: E402
+from ttscale.tasks.reports.bank import save_figure  # noqa: E402
 
 def _ratio(r: dict, key: str) -> str:
     return f"{r['censored']}{r[key]:.2f}x"

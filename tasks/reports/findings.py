@@ -17,7 +17,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from ttscale.tasks.comparison import INCONCLUSIVE, NOT_MEASURED, Comparison, claim_verdict  # noqa: E402
 from ttscale.tasks.findings import Finding, headline  # noqa: E402
-from ttscale.tasks.report import save_figure  # noqa: E402
+from ttscale.tasks.reports.bank import save_figure  # noqa: E402
 
 
 def _signed(x: float) -> str:

@@ -15,7 +15,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from ttscale.tasks.report import save_figure  # noqa: E402
+from ttscale.tasks.reports.bank import save_figure  # noqa: E402
 
 def variant(row: dict) -> str:
     return {"majority": "majority", "best_of_n": "best-of-N", "beam": f"beam M={row['width']}", "dvts": f"DVTS M={row['width']}",
