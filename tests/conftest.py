@@ -1,12 +1,14 @@
-"""Shared fixtures: ONE real temporary Prefect server per test session, and one smoke workdir
-with a trained embedded model that the generator and flow tests reuse."""
+"""Shared fixtures: ONE real Prefect server (UI and scheduler on) per test session, and one smoke
+workdir with a trained embedded model that the generator and flow tests reuse."""
 
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
+from servers import free_port, start, stop, wait_for
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -16,23 +18,52 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
 @pytest.fixture(scope="session")
-def prefect_server():
-    """A real Prefect API server (temporary database) for every flow run in the session.
+def prefect_server(tmp_path_factory) -> str:
+    """ONE real `prefect server start` for the whole session: a temporary database, the UI, and
+    the background services a user's server runs (the scheduler's loop shortened to 2 s so a
+    schedule fires within a test). Every flow in the session runs against it, and its URL goes
+    into the environment, so the CLI subprocesses tests start (deploys, workers, killed runs)
+    talk to it instead of each starting an ephemeral server of their own. Yields the API URL."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
 
-    Its URL goes into the environment too, so the CLI subprocesses that tests start (workers,
-    killed runs) talk to this server instead of each starting an ephemeral one of their own
-    (about 13 s each on 2 cores, and more than one server per session)."""
-    from prefect.settings import PREFECT_API_URL
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
+    home = tmp_path_factory.mktemp("prefect-server")
+    port = free_port()
+    env = {key: value for key, value in os.environ.items() if key != "PREFECT_API_URL"}
+    env |= {
+        "PREFECT_HOME": str(home),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home / 'prefect.db'}",
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+    }
+    server = start([str(Path(sys.executable).with_name("prefect")), "server", "start"], env, home / "server.log")
+    api = f"http://127.0.0.1:{port}/api"
+    try:
+        wait_for(f"{api}/health", float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]), server)
         before = os.environ.get("PREFECT_API_URL")
-        os.environ["PREFECT_API_URL"] = str(PREFECT_API_URL.value())
-        yield
+        os.environ["PREFECT_API_URL"] = api
+        with temporary_settings(updates={PREFECT_API_URL: api}):
+            yield api
+            _drain_prefect_clients()
         if before is None:
             os.environ.pop("PREFECT_API_URL", None)
         else:
             os.environ["PREFECT_API_URL"] = before
+    finally:
+        stop(server)
+
+
+def _drain_prefect_clients() -> None:
+    """Flush this process's buffered logs and events before the server goes away."""
+    from prefect.events.worker import EventsWorker
+    from prefect.logging.handlers import APILogWorker
+
+    try:
+        APILogWorker.drain_all(timeout=10)
+    except RuntimeError:
+        pass
+    EventsWorker.drain_all(timeout=10)
 
 
 @pytest.fixture(scope="session")

@@ -6,20 +6,14 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import duckdb
-
-REPO = Path(__file__).resolve().parent.parent
-
-
-def _cli(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.CompletedProcess:
-    done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-    assert done.returncode == 0, f"{args}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
-    return done
+from servers import REPO, cli
 
 
 def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_workdir: Path, smoke_config, tmp_path):
@@ -31,8 +25,8 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
     prefect = str(Path(sys.executable).with_name("prefect"))
     pools = subprocess.run([prefect, "work-pool", "ls"], env=env, capture_output=True, text=True).stdout
     if " cpu " not in pools:
-        _cli([prefect, "work-pool", "create", "cpu", "--type", "process"], env)
-    _cli([sys.executable, "-m", "ttscale.cli", "deploy", "sample-bank-cpu", "--preset", "smoke"], env)
+        cli([prefect, "work-pool", "create", "cpu", "--type", "process"], env)
+    cli([sys.executable, "-m", "ttscale.cli", "deploy", "sample-bank-cpu", "--preset", "smoke"], env)
 
     async def deployed_parameters() -> dict:
         async with get_client() as client:
@@ -51,18 +45,17 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "Created flow run" not in refused.stdout
     params = {"preset": {"name": "smoke", "n": 3}, "workdir": str(workdir)}
-    triggered = _cli([prefect, "deployment", "run", "sample-bank/sample-bank-cpu", "--params", json.dumps(params)], env)
+    triggered = cli([prefect, "deployment", "run", "sample-bank/sample-bank-cpu", "--params", json.dumps(params)], env)
     assert "Created flow run" in triggered.stdout
+    run_id = re.search(r"UUID: ([0-9a-f-]{36})", triggered.stdout).group(1)
 
-    _cli([prefect, "worker", "start", "--pool", "cpu", "--run-once"], env, timeout=600)
+    cli([prefect, "worker", "start", "--pool", "cpu", "--run-once"], env, timeout=600)
 
-    async def states() -> list[str]:
+    async def state() -> str:
         async with get_client() as client:
-            deployment = await client.read_deployment_by_name("sample-bank/sample-bank-cpu")
-            runs = await client.read_flow_runs()
-            return [r.state.type.value for r in runs if r.deployment_id == deployment.id]
+            return (await client.read_flow_run(run_id)).state.type.value
 
-    assert asyncio.run(states()) == ["COMPLETED"]
+    assert asyncio.run(state()) == "COMPLETED"
     with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
         n = con.execute("SELECT count(*) FROM candidates WHERE budget = 3").fetchall()[0][0]
     assert n == 3 * smoke_config.task.n_test  # the edited field of the form reached the run
