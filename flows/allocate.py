@@ -22,7 +22,7 @@ from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.difficulty import difficulty_ids
 from ttscale.flows.revise import sweep_ids
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.tasks.allocation import (Outcomes, budget_ratio, choosable, cross_validate, efficiency, evaluate_allocator,
                               fit_policy, shared_problems)
 from ttscale.tasks.reports.allocation import allocation_markdown, plot_allocation
@@ -63,6 +63,7 @@ def revision_outcomes(wh: Warehouse, chain_set_id: str, run_id: str) -> Outcomes
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def allocate(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Fit and cross-validate the compute-optimal policy; returns this allocation's run id."""

@@ -15,7 +15,7 @@ from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.tasks.sampling import sampling_spec
 from ttscale.models.scorers import resolve_prm, scorer_key
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.tasks.difficulty import agreement, difficulty_table
 from ttscale.tasks.sampling import bank_id, stable_hash
 from ttscale.tasks.tracking import log_metrics
@@ -32,6 +32,7 @@ def difficulty_ids(config: PipelineConfig, wd: Workdir) -> tuple[str, str]:
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def difficulty(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Write oracle and predicted bins; returns the scorer id the predicted bins come from."""

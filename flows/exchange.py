@@ -23,7 +23,7 @@ from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.difficulty import difficulty_ids
 from ttscale.tasks.selection import candidates_by_problem
 from ttscale.models.scorers import resolve_prm
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.generator import SamplingSpec, open_generator
 from ttscale.tasks.allocation import cross_validate
 from ttscale.tasks.comparison import paired
@@ -65,6 +65,7 @@ def verifier_cost(wh: Warehouse, wd: Workdir, config: PipelineConfig) -> tuple[f
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def exchange(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Write the FLOPs-matched exchange table; returns its run id."""

@@ -31,6 +31,7 @@ from ttscale.flows.label_steps import label_steps
 from ttscale.flows.load_shards import load_shards
 from ttscale.flows.sample_bank import sample_bank
 from ttscale.flows.search import search
+from ttscale.flows.stage import user_errors
 from ttscale.tasks.sampling import stable_hash
 from ttscale.workdir import DEFAULT_WORKDIR
 
@@ -82,6 +83,7 @@ def result_storage(spec: str) -> Path | str:
 
 
 @flow(name="fan-out", log_prints=True)
+@user_errors
 def fan_out(stage: Stage = "sample-bank", preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
             workdir: str = DEFAULT_WORKDIR) -> dict[str, int]:
     """Run `stage` as `workers.shard_count` shard workers, load their shards, and write the report."""

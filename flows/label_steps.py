@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
-from ttscale.flows.stage import problems_to_shards, stage_run
+from ttscale.flows.stage import problems_to_shards, stage_run, user_errors
 from ttscale.models.generator import Generator, SamplingSpec, open_generator
 from ttscale.tasks.labeling import METHOD, label_bank_id, label_spec, label_chunk
 from ttscale.tasks.problems import Problem, load_problems
@@ -46,6 +46,7 @@ def label_and_grade(generator: Generator, problems: Sequence[Problem], spec: Sam
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def label_steps(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Label steps of sampled train solutions by rollouts; returns the label bank id. Safe to re-run."""

@@ -13,6 +13,7 @@ from prefect import flow, get_run_logger
 
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
+from ttscale.flows.stage import user_errors
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir
 from ttscale.warehouse.shards import load_shards as ingest
 from ttscale.warehouse.store import Warehouse
@@ -21,6 +22,7 @@ STAGE = "load-shards"
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def load_shards(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> dict[str, int]:
     """Ingest every worker shard not yet in the warehouse; returns rows added per table."""

@@ -20,6 +20,7 @@ from ttscale.flows.revision_data import revision_data
 from ttscale.flows.sample_bank import sample_bank
 from ttscale.flows.score_bank import score_bank
 from ttscale.flows.search import search
+from ttscale.flows.stage import user_errors
 from ttscale.flows.train_base import train_base, train_large
 from ttscale.flows.train_orm import train_orm
 from ttscale.flows.train_prm import train_prm
@@ -30,6 +31,7 @@ from ttscale.workdir import DEFAULT_WORKDIR, Workdir
 
 
 @flow(name="pipeline", log_prints=True)
+@user_errors
 def pipeline(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> dict[str, str]:
     """Base model, bank, step labels, PRM, verifier curves, search, revisions, difficulty, allocation."""

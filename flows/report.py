@@ -20,7 +20,7 @@ from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.difficulty import difficulty_ids
 from ttscale.flows.revise import sweep_ids
 from ttscale.tasks.selection import candidates_by_problem
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.tasks.allocation import budget_ratio
 from ttscale.tasks.findings import (Finding, allocation_comparisons, easy_and_hard, exchange_comparisons,
                             findings_table_rows, problem_levels, revision_comparisons, search_comparisons,
@@ -50,6 +50,7 @@ def capped_models(wd: Workdir) -> list[str]:
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def report(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Compare, store and write the findings report; returns its path."""

@@ -20,7 +20,7 @@ from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.tasks.sampling import sampling_spec
 from ttscale.models.scorers import resolve_prm, scorer_key
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.tasks.revisions import chain_set_key, chain_spec, run_chains
 from ttscale.workdir import reviser_dir
 from ttscale.models.generator import open_generator
@@ -108,6 +108,7 @@ def chains_by_problem(wh: Warehouse, chain_set_id: str, scorers: dict[str, str])
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Run the revision sweep on the first test problems; returns the chain set id."""

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig, RevisionDataConfig
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.generator import SamplingSpec, open_generator
 from ttscale.tasks.problems import load_problems, train_problems
 from ttscale.tasks.revisions import Trajectory, trajectories, trajectories_table
@@ -57,6 +57,7 @@ def build_trajectories(rows: list[dict], cfg: RevisionDataConfig) -> list[Trajec
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def revision_data(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Sample train solutions and store revision trajectories; returns the trajectory set id."""

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
-from ttscale.flows.stage import problems_to_shards, stage_run
+from ttscale.flows.stage import problems_to_shards, stage_run, user_errors
 from ttscale.models.generator import Generator, SamplingSpec, open_generator
 from ttscale.tasks.problems import Problem, load_problems
 from ttscale.tasks.reports.bank import build_bank_report, plot_bank
@@ -37,6 +37,7 @@ def sample_and_grade(generator: Generator, problems: Sequence[Problem], spec: Sa
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def sample_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Sample, grade and store the bank; returns its bank_id. Safe to re-run: finished problems are skipped."""

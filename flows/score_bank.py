@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.tasks.sampling import sampling_spec
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.prm import StepScorer
 from ttscale.models.scorers import ORACLE, ScorerSource, open_scorer, resolve_prm, scorer_key
 from ttscale.tasks import arith
@@ -120,6 +120,7 @@ def baseline_sources(config: PipelineConfig, wd: Workdir, main: ScorerSource) ->
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def score_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Score the bank with the configured PRM (and the baselines) and write verifier curves; returns the

@@ -22,7 +22,7 @@ from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig, SearchConfig
 from ttscale.tasks.sampling import sampling_spec
 from ttscale.models.scorers import resolve_prm, scorer_key
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.generator import RepeatedRequests, open_generator
 from ttscale.models.scorers import ScorerSource, open_scorer
 from ttscale.tasks.findings import easy_and_hard, problem_levels, search_comparisons, stored_search_outcomes
@@ -59,6 +59,7 @@ def plan(cfg: SearchConfig, context: str) -> list[SearchParams]:
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def search(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Run every planned search not yet in the warehouse; returns the scorer id the curves belong to."""

@@ -22,7 +22,7 @@ from ttscale.configs.schema import PipelineConfig
 from ttscale.warehouse.store import latest_run
 from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.tasks.search import run_search
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.generator import SamplingSpec, open_generator
 from ttscale.models.scorers import open_scorer
 from ttscale.tasks.allocation import Policy
@@ -42,6 +42,7 @@ STAGE = "solve"
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def solve(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Solve `solve.count` test problems after `solve.first` with the served policy; returns the run id."""

@@ -1,6 +1,7 @@
 """What every stage flow does around its work: one MLflow run and one `runs` row per stage run
-(or, on a worker of another machine, Parquet shards instead of the warehouse), and the
-verifier-fitting task the PRM and ORM stages share.
+(or, on a worker of another machine, Parquet shards instead of the warehouse), the
+verifier-fitting task the PRM and ORM stages share, and `user_errors`, which ends a deployment
+run on the user's own error with that one line instead of a traceback.
 
 A stage run is keyed by a hash of its inputs (`run_id`). Opening it resumes the MLflow
 run a killed attempt left behind, records the config, and marks the warehouse row
@@ -11,25 +12,59 @@ can tell a re-run that there is nothing left to do.
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import pyarrow as pa
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.runtime import flow_run
+from prefect.runtime import deployment, flow_run
+from prefect.states import Failed, State
 from tqdm.auto import tqdm
 
+from ttscale.configs import ConfigError
 from ttscale.configs.schema import PipelineConfig, PRMConfig
 from ttscale.models.generator import Generator, open_generator
 from ttscale.models.prm_train import LabeledSolution, PRMTrainResult, train_prm as fit_prm
-from ttscale.tasks.problems import Problem
+from ttscale.preflight import PreflightError
+from ttscale.tasks.problems import Problem, ProblemFileError
 from ttscale.tasks.sampling import problem_chunks, problems_table
 from ttscale.tasks.tracking import log_config
 from ttscale.workdir import Workdir, mlflow_run
 from ttscale.warehouse.shards import pending_chunks, write_chunk
 from ttscale.warehouse.store import Warehouse
+
+
+USER_ERRORS = (ConfigError, PreflightError, ProblemFileError)
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def user_errors(body: Callable[P, R]) -> Callable[P, R | State]:
+    """A run started from a deployment (the UI's Custom run, a schedule, `prefect deployment run`)
+    that meets the user's own error (a preset that is not there, a bad value, a bad problem file)
+    ends Failed with that one line as its state message, instead of under a hundred lines of
+    traceback. Called from Python (the CLI, a parent flow, a test), the error is raised as it is,
+    for the caller to print or catch."""
+
+    @functools.wraps(body)
+    def run(*args: P.args, **kwargs: P.kwargs) -> R | State:
+        try:
+            return body(*args, **kwargs)
+        except USER_ERRORS as err:
+            if deployment.id is None:
+                raise
+            get_run_logger().error(str(err))
+            return Failed(message=str(err))
+
+    # Prefect resolves a flow's annotations in the wrapper's module: hand it the resolved ones.
+    run.__annotations__ = typing.get_type_hints(body)
+    run.__signature__ = inspect.signature(body, eval_str=True)  # type: ignore[attr-defined]
+    return run
 
 
 @contextlib.contextmanager

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import BaseModelConfig, PipelineConfig, TaskConfig
+from ttscale.flows.stage import user_errors
 from ttscale.models import tiny
 from ttscale.tasks import arith
 from ttscale.tasks.sampling import stable_hash
@@ -84,6 +85,7 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
 
 
 @flow(name="train-base", log_prints=True)
+@user_errors
 def train_base(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Train the embedded base model (skipped when an identical one is already trained)."""
@@ -92,6 +94,7 @@ def train_base(preset: PresetChoice = PresetChoice(), config: PipelineConfig | N
 
 
 @flow(name="train-large", log_prints=True)
+@user_errors
 def train_large(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Train the larger embedded model of the FLOPs-matched comparison (config.large_model) on the same data."""

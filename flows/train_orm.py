@@ -19,7 +19,7 @@ from prefect.cache_policies import NO_CACHE
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.tasks.problems import train_problems
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.flows.stage import fit
 from ttscale.workdir import reviser_dir
 from ttscale.models.generator import open_generator
@@ -40,6 +40,7 @@ REGISTERED_NAME = "ttscale-orm"
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def train_orm(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Train (or find already trained) the ORM on the revision model's attempts; returns its folder."""

@@ -17,7 +17,7 @@ from prefect.artifacts import create_markdown_artifact
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig
 from ttscale.tasks.labeling import label_bank_id
-from ttscale.flows.stage import fit, stage_run
+from ttscale.flows.stage import fit, stage_run, user_errors
 from ttscale.models.prm_train import LabeledSolution
 from ttscale.tasks.problems import load_problems
 from ttscale.tasks.sampling import prompt_for, stable_hash
@@ -47,6 +47,7 @@ def labeled_solutions(wh: Warehouse, config: PipelineConfig, label_bank: str) ->
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def train_prm(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Train (or find already trained) the PRM for this workdir's labels; returns its folder."""

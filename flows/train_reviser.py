@@ -17,7 +17,7 @@ from prefect.cache_policies import NO_CACHE
 from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig, ReviserConfig
 from ttscale.flows.revision_data import data_ids
-from ttscale.flows.stage import stage_run
+from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.reviser import ContextRoom, ReviserTrainResult, train_reviser as fit_reviser
 from ttscale.tasks.problems import Problem, load_problems
 from ttscale.tasks.revisions import fitted, revision_prompt
@@ -51,6 +51,7 @@ def training_examples(rows: Sequence[dict], problems: dict[str, Problem], room: 
 
 
 @flow(name=STAGE, log_prints=True)
+@user_errors
 def train_reviser(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None = None,
                  workdir: str = DEFAULT_WORKDIR) -> str:
     """Train (or find already trained) the revision model; returns its folder."""

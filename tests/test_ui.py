@@ -106,6 +106,19 @@ def _new_runs(api: str, deployment_id: str, earlier: set[str]) -> list[dict]:
     return [run for run in _runs(api, deployment_id) if run["id"] not in earlier]
 
 
+def _created(page, api: str, deployment_id: str, earlier: set[str], tmp_path: Path, timeout_s: float = 60) -> list[dict]:
+    """The runs a submitted form created; if none comes, what the form says instead (and a screenshot)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if runs := _new_runs(api, deployment_id, earlier):
+            return runs
+        time.sleep(1)
+    _screenshot(page, tmp_path, "prefect-form-after-submit")
+    messages = page.locator(".p-label__message--failed, .p-toast").all_text_contents()
+    raise AssertionError(f"the submitted form created no run within {timeout_s:.0f} s; the page says {messages} "
+                         f"(screenshot in {tmp_path})")
+
+
 def _finished(api: str, run_id: str, worker, timeout_s: float = 600) -> dict:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -156,9 +169,9 @@ def test_custom_run_form_refuses_a_bad_n_and_runs_an_edited_one(
     assert _new_runs(prefect_server, deployment["id"], earlier) == [], "a refused form started a run"
 
     n_field.locator("input").fill("3")
+    n_field.locator("input").press("Tab")  # as a person leaves the field: the form takes the value
     page.get_by_role("button", name="Submit").click()
-    page.wait_for_url(re.compile(r"tab=Runs|/runs/flow-run/"))
-    (created,) = _new_runs(prefect_server, deployment["id"], earlier)
+    (created,) = _created(page, prefect_server, deployment["id"], earlier, tmp_path)
     assert created["parameters"]["preset"]["n"] == 3 and created["parameters"]["preset"]["name"] == "smoke"
     run = _finished(prefect_server, created["id"], cpu_worker)
     assert run["state"]["type"] == "COMPLETED", tail(cpu_worker)
@@ -197,6 +210,31 @@ def test_an_interval_schedule_fires_and_a_worker_completes_the_run(
     assert _candidates(workdir, smoke_config.bank.n) == smoke_config.bank.n * smoke_config.task.n_test
 
 
+def test_a_users_own_error_fails_the_deployment_run_in_one_line(prefect_server: str, cli_env, cpu_worker,
+                                                                trained_workdir: Path, tmp_path):
+    """A Custom run naming a preset file that is not on the worker ends Failed with that one line as
+    its state message, and as the run's first error log; no traceback runs through our code.
+    (Prefect 3.7's engine still logs its own short traceback for every failed run.)"""
+    deployment = _deploy_sample_bank(cli_env, trained_workdir, tmp_path / "wd")
+    missing = tmp_path / "no-such-preset.yaml"
+    created = httpx.post(f"{prefect_server}/deployments/{deployment['id']}/create_flow_run",
+                         json={"parameters": {"preset": {"file": str(missing)}}}).json()
+    run = _finished(prefect_server, created["id"], cpu_worker)
+    assert run["state"]["type"] == "FAILED"
+    assert str(missing) in run["state"]["message"] and "no such file" in run["state"]["message"]
+    deadline, errors, messages = time.monotonic() + 30, [], []
+    while not errors and time.monotonic() < deadline:
+        time.sleep(1)  # the run's process ships its last logs as it exits, after the state is set
+        logs = httpx.post(f"{prefect_server}/logs/filter",
+                          json={"logs": {"flow_run_id": {"any_": [created["id"]]}}, "sort": "TIMESTAMP_ASC"}).json()
+        messages = [entry["message"] for entry in logs]
+        errors = [entry["message"] for entry in logs if entry["level"] >= 40]
+    assert errors and errors[0] == run["state"]["message"], "\n---\n".join(m[:300] for m in messages)
+    ours = re.compile(rf'File "{re.escape(str(REPO))}/(?!\.venv/)')  # our code's frames, not site-packages
+    through_us = [m for m in messages if "Traceback" in m and ours.search(m)]
+    assert not through_us, through_us[0]
+
+
 def test_the_nightly_rescore_schedule_registers_inactive_on_the_registry_prm(prefect_server: str, cli_env):
     """The shipped nightly re-score: a valid cron the server accepts, off until a user turns it on,
     scoring with whatever PRM version is latest in the registry (so a new version gets scored)."""
@@ -212,6 +250,17 @@ def test_the_nightly_rescore_schedule_registers_inactive_on_the_registry_prm(pre
     assert config.scoring.prm == "models:/ttscale-prm/latest"
     time.sleep(5)  # two scheduler loops: an inactive schedule makes no runs
     assert _runs(prefect_server, deployment["id"]) == []
+
+    # the README's way to turn it on (and off again)
+    name = "score-bank/nightly-rescore-gpu"
+    cli([PREFECT, "deployment", "schedule", "resume", name, schedule["id"]], cli_env)
+    try:
+        turned_on = httpx.get(f"{prefect_server}/deployments/{deployment['id']}").json()["schedules"]
+        assert [s["active"] for s in turned_on] == [True]
+    finally:
+        cli([PREFECT, "deployment", "schedule", "pause", name, schedule["id"]], cli_env)
+        for left in _runs(prefect_server, deployment["id"]):
+            httpx.delete(f"{prefect_server}/flow_runs/{left['id']}")
 
 
 @pytest.fixture(scope="module")

@@ -88,8 +88,13 @@ class Warehouse:
         self.con.register("_incoming", rows)
         try:
             self.con.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM _incoming")
-        finally:
-            self.con.unregister("_incoming")
+        except BaseException:
+            # An insert interrupted mid-statement (Ctrl-C, SIGTERM) aborts the transaction, and then
+            # even unregistering fails; that must not hide the interrupt the caller rolls back on.
+            with contextlib.suppress(duckdb.Error):
+                self.con.unregister("_incoming")
+            raise
+        self.con.unregister("_incoming")
         return self.count(table) - before
 
     def count(self, table: str) -> int:
