@@ -56,8 +56,8 @@ def user_errors(body: Callable[P, R]) -> Callable[P, R | State]:
         try:
             return body(*args, **kwargs)
         except USER_ERRORS as err:
-            if deployment.id is None:
-                raise
+            if deployment.id is None or flow_run.parent_flow_run_id is not None:
+                raise  # a subflow raises on, so the deployment run's own flow ends it in one line
             get_run_logger().error(str(err))
             return Failed(message=str(err))
 
