@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import inspect
-import typing
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -61,8 +60,7 @@ def user_errors(body: Callable[P, R]) -> Callable[P, R | State]:
             get_run_logger().error(str(err))
             return Failed(message=str(err))
 
-    # Prefect resolves a flow's annotations in the wrapper's module: hand it the resolved ones.
-    run.__annotations__ = typing.get_type_hints(body)
+    # Prefect would resolve the body's string annotations in this module: hand it resolved ones.
     run.__signature__ = inspect.signature(body, eval_str=True)  # type: ignore[attr-defined]
     return run
 

@@ -4,11 +4,10 @@ workdir with a trained embedded model that the generator and flow tests reuse.""
 from __future__ import annotations
 
 import os
-import sys
 from pathlib import Path
 
 import pytest
-from servers import free_port, start, stop, wait_for
+from servers import PREFECT, free_port, start, stop, wait_for
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -37,7 +36,7 @@ def prefect_server(tmp_path_factory) -> str:
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
     }
-    server = start([str(Path(sys.executable).with_name("prefect")), "server", "start"], env, home / "server.log")
+    server = start([PREFECT, "server", "start"], env, home / "server.log")
     api = f"http://127.0.0.1:{port}/api"
     try:
         wait_for(f"{api}/health", float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]), server)

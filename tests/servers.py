@@ -8,12 +8,14 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 
 import httpx
 
 REPO = Path(__file__).resolve().parent.parent
+PREFECT = str(Path(sys.executable).with_name("prefect"))  # the CLI of the venv running the tests
 
 
 def free_port() -> int:
@@ -66,3 +68,9 @@ def cli(args: list[str], env: dict[str, str], timeout: int = 300) -> subprocess.
     done = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{args}\nstdout:\n{done.stdout[-3000:]}\nstderr:\n{done.stderr[-3000:]}"
     return done
+
+
+def ensure_pool(name: str, env: dict[str, str]) -> None:
+    """The process work pool `name` on the server at $PREFECT_API_URL, created as the README does."""
+    if httpx.get(f"{env['PREFECT_API_URL']}/work_pools/{name}").status_code == 404:
+        cli([PREFECT, "work-pool", "create", name, "--type", "process"], env)

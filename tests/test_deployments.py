@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 import duckdb
-from servers import REPO, cli
+from servers import PREFECT, REPO, cli, ensure_pool
 
 
 def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_workdir: Path, smoke_config, tmp_path):
@@ -22,10 +22,7 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
 
     env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(), "TTSCALE_REPO": str(REPO),
            "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
-    prefect = str(Path(sys.executable).with_name("prefect"))
-    pools = subprocess.run([prefect, "work-pool", "ls"], env=env, capture_output=True, text=True).stdout
-    if " cpu " not in pools:
-        cli([prefect, "work-pool", "create", "cpu", "--type", "process"], env)
+    ensure_pool("cpu", env)
     cli([sys.executable, "-m", "ttscale.cli", "deploy", "sample-bank-cpu", "--preset", "smoke"], env)
 
     async def deployed_parameters() -> dict:
@@ -40,16 +37,16 @@ def test_deploy_trigger_by_name_and_run_on_a_worker(prefect_server, trained_work
     workdir = tmp_path / "deployed"
     shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
     # the server enforces the form's schema: a negative N starts nothing
-    refused = subprocess.run([prefect, "deployment", "run", "sample-bank/sample-bank-cpu", "--params",
+    refused = subprocess.run([PREFECT, "deployment", "run", "sample-bank/sample-bank-cpu", "--params",
                               json.dumps({"preset": {"name": "smoke", "n": -1}, "workdir": str(workdir)})],
                              cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
     assert refused.returncode != 0 and "Created flow run" not in refused.stdout
     params = {"preset": {"name": "smoke", "n": 3}, "workdir": str(workdir)}
-    triggered = cli([prefect, "deployment", "run", "sample-bank/sample-bank-cpu", "--params", json.dumps(params)], env)
+    triggered = cli([PREFECT, "deployment", "run", "sample-bank/sample-bank-cpu", "--params", json.dumps(params)], env)
     assert "Created flow run" in triggered.stdout
     run_id = re.search(r"UUID: ([0-9a-f-]{36})", triggered.stdout).group(1)
 
-    cli([prefect, "worker", "start", "--pool", "cpu", "--run-once"], env, timeout=600)
+    cli([PREFECT, "worker", "start", "--pool", "cpu", "--run-once"], env, timeout=600)
 
     async def state() -> str:
         async with get_client() as client:

@@ -20,9 +20,8 @@ from pathlib import Path
 import duckdb
 import httpx
 import pytest
-from servers import REPO, cli, free_port, start, stop, tail, wait_for
+from servers import PREFECT, REPO, cli, ensure_pool, free_port, start, stop, tail, wait_for
 
-PREFECT = str(Path(sys.executable).with_name("prefect"))
 SAMPLE_BANK = "sample-bank/sample-bank-cpu"
 TERMINAL = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 
@@ -73,15 +72,10 @@ def cli_env(prefect_server: str) -> dict[str, str]:
     return {**os.environ, "PREFECT_API_URL": prefect_server, "TTSCALE_REPO": str(REPO)}
 
 
-def _ensure_pool(name: str, env: dict[str, str]) -> None:
-    if httpx.get(f"{env['PREFECT_API_URL']}/work_pools/{name}").status_code == 404:
-        cli([PREFECT, "work-pool", "create", name, "--type", "process"], env)
-
-
 @pytest.fixture(scope="module")
 def cpu_worker(cli_env: dict[str, str], tmp_path_factory):
     """A worker on the `cpu` pool as the README starts one, polling every 2 s, one run at a time."""
-    _ensure_pool("cpu", cli_env)
+    ensure_pool("cpu", cli_env)
     log = tmp_path_factory.mktemp("worker") / "worker.log"
     worker = start([PREFECT, "worker", "start", "--pool", "cpu", "--limit", "1"],
                    {**cli_env, "PREFECT_WORKER_QUERY_SECONDS": "2"}, log)
@@ -240,7 +234,7 @@ def test_the_nightly_rescore_schedule_registers_inactive_on_the_registry_prm(pre
     scoring with whatever PRM version is latest in the registry (so a new version gets scored)."""
     from ttscale.configs.schema import PipelineConfig
 
-    _ensure_pool("gpu", cli_env)
+    ensure_pool("gpu", cli_env)
     cli([sys.executable, "-m", "ttscale.cli", "deploy", "nightly-rescore-gpu", "--preset", "smoke"], cli_env)
     deployment = httpx.get(f"{prefect_server}/deployments/name/score-bank/nightly-rescore-gpu").json()
     (schedule,) = deployment["schedules"]
