@@ -13,7 +13,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from ttscale.configs.schema import GeneratorConfig
 
@@ -39,8 +39,10 @@ class Completion:
 class Generator(Protocol):
     n_params: int
 
-    def generate(self, prompts: Sequence[str], spec: SamplingSpec) -> list[list[Completion]]:
-        """spec.n completions for each prompt, in prompt order."""
+    def generate(self, prompts: Sequence[str], spec: SamplingSpec,
+                 prefixes: Sequence[str] | None = None) -> list[list[Completion]]:
+        """spec.n completions for each prompt, in prompt order; with `prefixes`, each continues the
+        response written so far (a partial solution), rendered by `render`."""
         ...
 
     def close(self) -> None: ...
@@ -66,18 +68,20 @@ class RepeatedRequests:
         # separate draws). Only a run's first calls ever repeat, yet every call is remembered,
         # so memory is bounded: past `max_chars` of completion text the least recently used
         # answers go (by call order alone, so what is shared never depends on the machine).
-        self._answers: OrderedDict[tuple[tuple[str, ...], SamplingSpec], list[list[Completion]]] = OrderedDict()
+        self._answers: OrderedDict[tuple[tuple[str, ...], tuple[str, ...] | None, SamplingSpec],
+                                   list[list[Completion]]] = OrderedDict()
         self._chars = 0
         self.max_chars = max_chars
         self.repeats = 0
 
-    def generate(self, prompts: Sequence[str], spec: SamplingSpec) -> list[list[Completion]]:
-        key = (tuple(prompts), spec)
+    def generate(self, prompts: Sequence[str], spec: SamplingSpec,
+                 prefixes: Sequence[str] | None = None) -> list[list[Completion]]:
+        key = (tuple(prompts), tuple(prefixes) if prefixes is not None else None, spec)
         if key in self._answers:
             self.repeats += 1
             self._answers.move_to_end(key)
             return self._answers[key]
-        answer = self._answers[key] = self.inner.generate(prompts, spec)
+        answer = self._answers[key] = self.inner.generate(prompts, spec, prefixes)
         self._chars += _chars(answer)
         while self._chars > self.max_chars and len(self._answers) > 1:
             _, dropped = self._answers.popitem(last=False)
@@ -86,6 +90,31 @@ class RepeatedRequests:
 
     def close(self) -> None:
         self.inner.close()
+
+
+def render(tokenizer: Any, prompt: str, prefix: str = "", chat_template: bool = False) -> str:
+    """The text a model continues: the prompt (as a user turn for a chat model), then the response
+    written so far.
+
+    Why the prefix is separate: labeling rollouts and every search round continue a partial
+    solution. Put inside the user turn, a chat model would answer a message that quotes half an
+    answer instead of finishing its own, so its rollouts would value something else. After the
+    template's assistant header it continues the solution; without a template both read alike.
+    """
+    if not chat_template:
+        return prompt + prefix
+    head = tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
+                                         add_generation_prompt=True)
+    return head + prefix
+
+
+def rendered(tokenizer: Any, prompts: Sequence[str], prefixes: Sequence[str] | None, chat_template: bool
+             ) -> list[str]:
+    """`render` over a call's prompts; a prefix list must match the prompts one to one."""
+    if prefixes is not None and len(prefixes) != len(prompts):
+        raise ValueError(f"{len(prefixes)} prefixes for {len(prompts)} prompts")
+    return [render(tokenizer, p, prefixes[i] if prefixes is not None else "", chat_template)
+            for i, p in enumerate(prompts)]
 
 
 def _chars(answer: list[list[Completion]]) -> int:

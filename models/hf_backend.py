@@ -15,7 +15,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from ttscale.configs.schema import GeneratorConfig
-from ttscale.models.generator import Completion, SamplingSpec, cut_at_stop
+from ttscale.models.generator import Completion, SamplingSpec, cut_at_stop, rendered
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
 
@@ -34,15 +34,10 @@ class HFGenerator:
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.segment_tokens = cfg.segment_tokens
 
-    def _format(self, prompt: str) -> str:
-        if not self.cfg.chat_template:
-            return prompt
-        messages = [{"role": "user", "content": prompt}]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
-
     @torch.inference_mode()
-    def generate(self, prompts: Sequence[str], spec: SamplingSpec) -> list[list[Completion]]:
-        texts = [self._format(p) for p in prompts]
+    def generate(self, prompts: Sequence[str], spec: SamplingSpec,
+                 prefixes: Sequence[str] | None = None) -> list[list[Completion]]:
+        texts = rendered(self.tokenizer, prompts, prefixes, self.cfg.chat_template)
         prompt_ids = [self.tokenizer.encode(t) for t in texts]
         # One row per (prompt, sample), a problem's samples side by side.
         jobs = [(i, j) for i in range(len(texts)) for j in range(spec.n)]

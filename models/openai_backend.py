@@ -34,7 +34,7 @@ from typing import Any
 import httpx
 
 from ttscale.configs.schema import GeneratorConfig
-from ttscale.models.generator import Completion, SamplingSpec
+from ttscale.models.generator import Completion, SamplingSpec, rendered
 
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
@@ -91,15 +91,9 @@ class OpenAIGenerator:
             delay = min(delay * 2, 30.0)
         raise AssertionError("unreachable")
 
-    def _prompt(self, prompt: str) -> str:
-        if not self.cfg.chat_template:
-            return prompt
-        return self.tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False,
-                                                  add_generation_prompt=True)
-
-    def _one(self, index: int, prompt: str, spec: SamplingSpec) -> list[Completion]:
+    def _one(self, index: int, text: str, spec: SamplingSpec) -> list[Completion]:
         body: dict[str, Any] = {
-            "model": self.model_name, "prompt": self._prompt(prompt), "n": spec.n,
+            "model": self.model_name, "prompt": text, "n": spec.n,
             "temperature": spec.temperature, "top_p": spec.top_p, "max_tokens": spec.max_tokens, "logprobs": 0,
         }
         if spec.stop:
@@ -126,9 +120,11 @@ class OpenAIGenerator:
             out.append(Completion(text, prompt_tokens, generated, "length" if finish == "length" else "stop"))
         return out
 
-    def generate(self, prompts: Sequence[str], spec: SamplingSpec) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[str], spec: SamplingSpec,
+                 prefixes: Sequence[str] | None = None) -> list[list[Completion]]:
+        texts = rendered(self.tokenizer, prompts, prefixes, self.cfg.chat_template)
         with ThreadPoolExecutor(max_workers=self.server.concurrency) as pool:
-            return list(pool.map(lambda ip: self._one(ip[0], ip[1], spec), enumerate(prompts)))
+            return list(pool.map(lambda it: self._one(it[0], it[1], spec), enumerate(texts)))
 
     def close(self) -> None:
         self._client.close()

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ttscale.configs.schema import GeneratorConfig
-from ttscale.models.generator import Completion, SamplingSpec
+from ttscale.models.generator import Completion, SamplingSpec, rendered
 
 
 def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
@@ -59,14 +59,10 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
         message = conn.recv()
         if message[0] == "close":
             break
-        _, prompts, spec_dict = message
+        _, prompts, prefixes, spec_dict = message
         try:
             spec = SamplingSpec(**spec_dict)
-            if cfg["chat_template"]:
-                prompts = [
-                    tokenizer.apply_chat_template([{"role": "user", "content": p}], tokenize=False, add_generation_prompt=True)
-                    for p in prompts
-                ]
+            prompts = rendered(tokenizer, prompts, prefixes, cfg["chat_template"])
             params = [
                 SamplingParams(
                     n=spec.n,
@@ -122,8 +118,9 @@ class VLLMGenerator:
             raise RuntimeError(f"vLLM failed to start on {model_dir}: {payload}")
         self.n_params: int = payload
 
-    def generate(self, prompts: Sequence[str], spec: SamplingSpec) -> list[list[Completion]]:
-        self._conn.send(("generate", list(prompts), asdict(spec)))
+    def generate(self, prompts: Sequence[str], spec: SamplingSpec,
+                 prefixes: Sequence[str] | None = None) -> list[list[Completion]]:
+        self._conn.send(("generate", list(prompts), list(prefixes) if prefixes is not None else None, asdict(spec)))
         status, payload = self._conn.recv()
         if status != "ok":
             raise RuntimeError(f"vLLM generate failed: {payload}")

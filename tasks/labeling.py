@@ -22,7 +22,7 @@ from ttscale.models.generator import Generator, SamplingSpec
 from ttscale.tasks import arith
 from ttscale.tasks.grading import grade
 from ttscale.tasks.problems import Problem
-from ttscale.tasks.sampling import prefix_prompt, sample_chunk, stable_hash
+from ttscale.tasks.sampling import prompt_for, response_prefix, sample_chunk, stable_hash
 from ttscale.configs.schema import LabelConfig
 
 METHOD = "label"
@@ -57,7 +57,8 @@ def label_chunk(
         parts = step_texts.get(cid, [])
         requests += [(cid, i, by_id[pid], parts) for i in range(len(parts) - 1)]
     rollout_spec = replace(spec, n=rollouts)
-    outs = generator.generate([prefix_prompt(p, parts[: i + 1]) for _, i, p, parts in requests], rollout_spec)
+    outs = generator.generate([prompt_for(p) for _, _, p, _ in requests], rollout_spec,
+                              prefixes=[response_prefix(parts[: i + 1]) for _, i, _, parts in requests])
 
     rows: dict[str, list] = {name: [] for name in LABEL_SCHEMA.names}
 

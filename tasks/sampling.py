@@ -38,10 +38,11 @@ def prompt_for(problem: Problem) -> str:
     return for_source(problem.source).prompt.format(question=problem.question)
 
 
-def prefix_prompt(problem: Problem, steps: Sequence[str]) -> str:
-    """The prompt that continues a partial solution: the problem, its steps so far, a fresh step.
-    Labeling rollouts and every search round generate from it."""
-    return prompt_for(problem) + "".join(s + arith.STEP_DELIMITER for s in steps)
+def response_prefix(steps: Sequence[str]) -> str:
+    """A partial solution as the model continues it: its steps so far, each closed by the delimiter,
+    so the next generation is a fresh step. Labeling rollouts and every search round send it beside
+    `prompt_for(problem)` (the generator puts it after a chat model's assistant header)."""
+    return "".join(s + arith.STEP_DELIMITER for s in steps)
 
 
 def pending(wh: Warehouse, bank: str, problems: Sequence[Problem], n: int, method: str = "sample") -> list[Problem]:

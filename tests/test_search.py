@@ -15,7 +15,7 @@ from ttscale.models.prm_train import LabeledSolution, train_prm
 from ttscale.models.scorers import RandomScorer
 from ttscale.tasks import arith
 from ttscale.tasks.grading import split_steps
-from ttscale.tasks.sampling import prefix_prompt, prompt_for
+from ttscale.tasks.sampling import prompt_for, response_prefix
 from ttscale.tasks.search import STRATEGIES, SearchParams
 from ttscale.tasks.search.lookahead import score_by_rollout
 from ttscale.tasks.search.records import majority_answer, to_tables, weighted_answer
@@ -115,7 +115,7 @@ def test_budget_accounting_adds_up(generator, scorer):
 
 def test_lookahead_scores_are_the_rollout_end_scores(generator, scorer):
     problem = PROBLEMS[0]
-    first = generator.generate([prefix_prompt(problem, ())],
+    first = generator.generate([prompt_for(problem)],
                                SamplingSpec(n=3, temperature=1.0, max_tokens=40, stop=(DELIMITER,), seed=1))[0]
     nodes = [Node(f"n{i}", problem.problem_id, None, 0, i, (c.text.strip(),), not c.text.endswith(DELIMITER),
                   c.prompt_tokens, c.generated_tokens) for i, c in enumerate(first)]
@@ -125,7 +125,7 @@ def test_lookahead_scores_are_the_rollout_end_scores(generator, scorer):
     for node in nodes:
         path = list(node.steps)
         for _ in range(node.lookahead_steps):
-            (c,), = generator.generate([prefix_prompt(problem, path)], greedy)
+            (c,), = generator.generate([prompt_for(problem)], greedy, prefixes=[response_prefix(path)])
             path.append((c.text[: -len(DELIMITER)] if c.text.endswith(DELIMITER) else c.text).strip())
         expected = scorer.score([prompt_for(problem)], [path])[0][-1]
         assert node.score == pytest.approx(expected, abs=1e-5)
@@ -167,7 +167,7 @@ class _CountingGenerator:
     def __init__(self) -> None:
         self.calls = 0
 
-    def generate(self, prompts, spec):
+    def generate(self, prompts, spec, prefixes=None):
         self.calls += 1
         return [[Completion(f"{p}:{self.calls}:{i}", 1, 1, "stop") for i in range(spec.n)] for p in prompts]
 

@@ -38,6 +38,18 @@ def math_file(tmp_path: Path) -> Path:
     return path
 
 
+def test_a_response_prefix_follows_the_assistant_header(smollm_dir: Path):
+    from transformers import AutoTokenizer
+
+    from ttscale.models.generator import render
+
+    tokenizer = AutoTokenizer.from_pretrained(smollm_dir)
+    text = render(tokenizer, "What is 2 + 3?", "2 + 3 = 5.\n\n", chat_template=True)
+    assert text.index("What is 2 + 3?") < text.rindex("assistant\n") < text.index("2 + 3 = 5.")
+    assert text.endswith("assistant\n2 + 3 = 5.\n\n")
+    assert render(tokenizer, "Q: ", "A", chat_template=False) == "Q: A"
+
+
 def test_conversion_is_cached(smollm_dir: Path):
     from ttscale.models.smollm import convert
 
@@ -55,6 +67,13 @@ def test_smollm_generates_and_grades_on_both_backends(smollm_dir: Path, math_fil
     with open_generator(GeneratorConfig(backend=backend, chat_template=True), smollm_dir) as gen:
         assert gen.n_params > 100_000_000
         out = gen.generate([prompt_for(p) for p in problems], SamplingSpec(n=1, temperature=0.0, max_tokens=48))
+        # A partial answer is continued as the model's own (after the assistant header, as labeling
+        # rollouts and search rounds send it), so greedy decoding picks up where it left off.
+        text = out[0][0].text
+        cut = text.index(" ", 12)
+        (rest,), = gen.generate([prompt_for(p) for p in problems], SamplingSpec(n=1, temperature=0.0, max_tokens=8),
+                                prefixes=[text[:cut]])
+        assert rest.text[:10] == text[cut:cut + 10], (text, rest.text)
     completion = out[0][0]
     assert completion.text.strip() and completion.generated_tokens > 0
     assert completion.prompt_tokens > 20  # the chat template wrapped the question

@@ -11,7 +11,7 @@ from ttscale.models.generator import Generator, SamplingSpec
 from ttscale.models.prm import StepScorer
 from ttscale.tasks.problems import Problem
 from ttscale.tasks.search.beam import keep_top
-from ttscale.tasks.sampling import prefix_prompt
+from ttscale.tasks.sampling import prompt_for, response_prefix
 from ttscale.tasks.search.tree import DELIMITER, Node, ProblemSearch, SearchParams, grow, score_last_step
 
 
@@ -26,7 +26,8 @@ def score_by_rollout(nodes: list[Node], problems: dict[str, Problem], generator:
     for _ in range(params.depth):
         if not open_ids:
             break
-        outs = generator.generate([prefix_prompt(problems[by_id[i].problem_id], paths[i]) for i in open_ids], spec)
+        outs = generator.generate([prompt_for(problems[by_id[i].problem_id]) for i in open_ids], spec,
+                                  prefixes=[response_prefix(paths[i]) for i in open_ids])
         still_open = []
         for node_id, (c,) in zip(open_ids, outs):
             node = by_id[node_id]

@@ -16,7 +16,7 @@ from ttscale.models.generator import Generator, SamplingSpec
 from ttscale.models.prm import StepScorer
 from ttscale.tasks import arith
 from ttscale.tasks.problems import Problem
-from ttscale.tasks.sampling import prefix_prompt, prompt_for, stable_hash
+from ttscale.tasks.sampling import prompt_for, response_prefix, stable_hash
 
 DELIMITER = arith.STEP_DELIMITER
 
@@ -132,7 +132,8 @@ def grow(problems: Sequence[Problem], generator: Generator, scorer: StepScorer, 
             group = [(p, parent) for p, parent, n in frontier if n == n_children]
             spec = SamplingSpec(n=n_children, temperature=params.temperature, max_tokens=params.step_tokens,
                                 stop=(DELIMITER,), seed=params.seed * 1000 + round_)
-            outs = generator.generate([prefix_prompt(p, parent.steps if parent else ()) for p, parent in group], spec)
+            outs = generator.generate([prompt_for(p) for p, _ in group], spec,
+                                      prefixes=[response_prefix(parent.steps if parent else ()) for _, parent in group])
             for j, ((problem, parent), completions) in enumerate(zip(group, outs)):
                 children += _children(parent, problem, completions, params, round_, j * n_children)
         score(children, by_id, generator, scorer, params)
