@@ -117,7 +117,7 @@ def curves(problems: Sequence[tuple[int, ProblemCandidates]], resamples: int, se
     n_max = min(len(pc.codes) for _, pc in problems)
     aggregations = sorted({a for _, pc in problems for a in pc.scores})
     combos = [("oracle", "-"), ("majority", "-")] + [(r, a) for r in ("best_of_n", "weighted") for a in aggregations]
-    levels = sorted({lvl for lvl, _ in problems})
+    levels = sorted({lvl for lvl, _ in problems if lvl})  # level 0: the dataset gives none, so only "all"
     out: list[CurvePoint] = []
     for n in powers_of_two(n_max):
         draws = resamples if n < n_max else 1

@@ -83,3 +83,28 @@ def test_curves_match_direct_selection_at_full_n_and_intervals_hold_the_estimate
         assert p.problems == (12 if p.level == 0 else 6)
     oracle = sorted((p.n, p.accuracy) for p in points if p.rule == "oracle" and p.level == 0)
     assert all(a <= b + 1e-9 for (_, a), (_, b) in zip(oracle, oracle[1:]))  # pass@N never falls
+
+
+def test_problems_without_a_level_count_once_under_all():
+    """GSM8K and HumanEval give no level (0): their problems make one "all" row per (rule, N), not two."""
+    rng = np.random.default_rng(5)
+    problems = [(0 if p < 4 else 2, ProblemCandidates.build([str(a) for a in rng.integers(0, 2, 4)],
+                                                            [bool(b) for b in rng.integers(0, 2, 4)],
+                                                            {"last": list(rng.random(4))})) for p in range(6)]
+    points = curves(problems, resamples=20, seed=0)
+    keys = [(p.rule, p.aggregation, p.level, p.n) for p in points]
+    assert len(keys) == len(set(keys))
+    assert {p.level for p in points} == {0, 2}
+    assert all(p.problems == (6 if p.level == 0 else 2) for p in points)
+
+
+def test_within_problem_auc_counts_a_levelless_problem_once():
+    from ttscale.tasks.reports.verifier import diagnose
+
+    rows = []
+    for pid, level, scores in [("a", 0, (0.9, 0.1)), ("b", 0, (0.8, 0.2)), ("c", 3, (0.1, 0.9))]:
+        rows += [{"problem_id": pid, "level": level, "correct": ok, "scores": [s], "errors": None}
+                 for ok, s in zip((True, False), scores)]
+    auc = diagnose(rows).within_auc
+    assert set(auc) == {0, 3}
+    assert auc[0] == pytest.approx(2 / 3)  # (1 + 1 + 0) / 3, not (1 + 1 + 1 + 1 + 0) / 5

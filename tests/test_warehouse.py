@@ -68,3 +68,15 @@ def test_interval_views_hold_their_estimate_at_zero_and_one(tmp_path):
             rows = wh.query(f"SELECT accuracy, lo, hi FROM {view}").to_pylist()
             assert rows and all(0.0 <= r["lo"] <= r["accuracy"] <= r["hi"] <= 1.0 for r in rows), (view, rows)
         assert {r["accuracy"] for r in wh.query("SELECT accuracy FROM revision_curves").to_pylist()} == {0.0, 1.0}
+
+
+def test_levelless_problems_make_one_all_row_in_the_views(tmp_path):
+    """GSM8K gives no level (0): its problems are counted under "all" once, with the seeds they had."""
+    from ttscale.warehouse.store import Warehouse
+
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.con.execute("INSERT INTO problems SELECT 'p' || i, 'gsm8k', 'test', i, 0, 'q', '1', '{}' FROM range(5) t(i)")
+        wh.con.execute("INSERT INTO selections SELECT 'k' || s || i, 'p' || i, 'r', 's', 'beam', 4, 2, 0, s, '1', "
+                       "i < 2, 1, 4, 4, 10, 10, 10, 1.0 FROM range(5) t(i), range(2) u(s)")
+        rows = wh.query("SELECT level, seeds, problems, accuracy FROM accuracy_vs_budget").to_pylist()
+        assert rows == [{"level": 0, "seeds": 2, "problems": 5, "accuracy": pytest.approx(0.4)}]

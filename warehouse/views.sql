@@ -89,6 +89,7 @@ WITH per_seed AS (
     FROM selections s JOIN problems p USING (problem_id)
     GROUP BY GROUPING SETS ((s.scorer_id, s.strategy, s.width, s.lookahead, s.budget, s.charged, s.seed, p.level),
                             (s.scorer_id, s.strategy, s.width, s.lookahead, s.budget, s.charged, s.seed))
+    HAVING grouping(p.level) = 1 OR p.level > 0  -- level 0: the dataset gives none, so only under "all"
 ), pooled AS (
     SELECT scorer_id, strategy, width, lookahead, budget, charged, coalesce(level, 0) AS level,
            avg(accuracy) AS accuracy, min(accuracy) AS seed_min, max(accuracy) AS seed_max,
@@ -117,6 +118,7 @@ WITH acc AS (
     FROM revision_selections s JOIN problems p USING (problem_id)
     GROUP BY GROUPING SETS ((s.chain_set_id, s.run_id, s.rule, s.budget, s.length, p.level),
                             (s.chain_set_id, s.run_id, s.rule, s.budget, s.length))
+    HAVING grouping(p.level) = 1 OR p.level > 0
 )
 SELECT chain_set_id, run_id, rule, level, budget, length, budget // length AS chains, accuracy, selections,
        least(accuracy, greatest(0.0, (accuracy + 1.9208 / n
@@ -131,6 +133,7 @@ CREATE OR REPLACE VIEW revision_turns AS
 SELECT a.chain_set_id, coalesce(p.level, 0) AS level, a.position, avg(a.correct::INT) AS accuracy, count(*) AS attempts
 FROM revision_attempts a JOIN problems p USING (problem_id)
 GROUP BY GROUPING SETS ((a.chain_set_id, p.level, a.position), (a.chain_set_id, a.position))
+HAVING grouping(p.level) = 1 OR p.level > 0
 ORDER BY 1, 2, 3;
 
 -- How attempts change the answer's correctness from one turn to the next.

@@ -45,7 +45,8 @@ class RevisionFindings:
         base = wh.query("SELECT coalesce(p.level, 0) AS level, avg(c.correct::INT) AS pass_at_1 "
                         "FROM candidates c JOIN problems p USING (problem_id) "
                         "WHERE c.bank_id = ? AND list_contains(?, c.problem_id) "
-                        "GROUP BY GROUPING SETS ((p.level), ())", [bank, list(problem_ids)]).to_pylist()
+                        "GROUP BY GROUPING SETS ((p.level), ()) HAVING grouping(p.level) = 1 OR p.level > 0",
+                        [bank, list(problem_ids)]).to_pylist()
         rules = {r["rule"] for r in curves}
         return cls(rule if rule in rules else "majority_hier", max((r["budget"] for r in curves), default=1),
                    curves, turns, transitions, {r["level"]: r["pass_at_1"] for r in base if r["pass_at_1"] is not None})

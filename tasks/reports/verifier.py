@@ -208,8 +208,8 @@ def diagnose(rows: Sequence[dict], aggregation: str = "last") -> Diagnosis:
         scores = np.array([aggregate(r["scores"] or [], aggregation) for r in members])
         if 0 < correct.sum() < len(correct):
             auc = float(roc_auc_score(correct, scores))
-            within.setdefault(level, []).append(auc)
-            within.setdefault(0, []).append(auc)
+            for key in {0, level}:  # a problem without a level (0) counts once, under all
+                within.setdefault(key, []).append(auc)
         for r in members:
             errors = list(r["errors"] or [])
             at = next((i for i, e in enumerate(errors) if e is not None), None)
