@@ -70,7 +70,8 @@ def easy_and_hard(wh: Warehouse, bank: str) -> tuple[list[int], list[int]]:
     """The easiest and hardest levels (two each with four or more levels, else one) by the base model's
     pass@1 on the bank: the same rule for every stage report and the findings report."""
     rows = wh.query("SELECT p.level, avg(c.correct::INT) AS pass1 FROM candidates c JOIN problems p USING (problem_id) "
-                    "WHERE c.bank_id = ? GROUP BY p.level ORDER BY pass1 DESC, p.level", [bank]).to_pylist()
+                    "WHERE c.bank_id = ? AND p.level > 0 GROUP BY p.level ORDER BY pass1 DESC, p.level",
+                    [bank]).to_pylist()  # level 0: the dataset gives none (GSM8K), so no level is easy or hard
     ease = [r["level"] for r in rows]
     k = 2 if len(ease) >= 4 else 1
     return ease[:k], ease[-k:]
@@ -109,7 +110,7 @@ def verifier_comparisons(candidates: Mapping[str, tuple[int, ProblemCandidates]]
     specs = [(dict(a_name=f"best-of-N weighted ({aggregation})", b_name="majority", budget=n),
               weighted[n], majority[n]) for n in budgets]
     out = _family(specs, 1, claim, seed)
-    for level in sorted(set(levels.values())):
+    for level in sorted(set(levels.values()) - {0}):  # 0: no level given; those problems are in "all" only
         members = {p for p, lv in levels.items() if lv == level}
         specs = [(dict(a_name=f"best-of-N weighted ({aggregation})", b_name="majority", budget=n,
                        stratum=f"level {level}"),

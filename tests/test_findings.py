@@ -89,6 +89,25 @@ def test_weighted_beats_majority_only_with_a_verifier_that_ranks_candidates():
     assert c.verdict == INCONCLUSIVE and c.effect == pytest.approx(0.0)
 
 
+def test_problems_without_a_level_get_no_level_0_stratum_and_no_easy_level(tmp_path):
+    """GSM8K gives no level: its comparisons are "all" only, never a "level 0" copy of them, and no level is
+    easy or hard, so the per-level findings say not measured instead of naming level 0."""
+    from ttscale.tasks.findings import easy_and_hard
+    from ttscale.warehouse.store import Warehouse
+
+    bank = {str(i): (0, ProblemCandidates.build(["7", "9", "9"], [True, False, False], {"last": [0.9, 0.1, 0.1]}))
+            for i in range(10)}
+    found = verifier_comparisons(bank, [3], "last", 20)
+    assert [c.stratum for c in found] == ["all"]
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.con.execute("INSERT INTO problems SELECT 'p' || i, 'gsm8k', 'test', i, 0, 'q', '1', '{}' FROM range(3) t(i)")
+        wh.con.execute("INSERT INTO candidates (candidate_id, bank_id, run_id, problem_id, method, budget, sample_index, "
+                       "seed, model, text, correct, n_steps, prompt_tokens, generated_tokens, finish_reason, flops, "
+                       "created_at) SELECT 'c' || i, 'b', 'r', 'p' || i, 'sample', 1, 0, 0, 'm', '', i = 0, 1, 1, 1, "
+                       "'stop', 1.0, now() FROM range(3) t(i)")
+        assert easy_and_hard(wh, "b") == ([], [])
+
+
 def test_lookahead_is_held_against_beam_at_the_same_charged_budget():
     ones = {str(i): [1.0] for i in range(10)}
     zeros = {str(i): [0.0] for i in range(10)}

@@ -178,6 +178,10 @@ class Diagnosis:
 
     def markdown(self) -> list[str]:
         levels = sorted(set(self.within_auc) | set(self.first_error_auc))
+        if not self.first_error_auc:  # no exact step checks on this task: only right vs wrong candidates
+            return ["Within a problem (right vs wrong candidates of one problem; 0.5 = chance):", "",
+                    "| level | within-problem AUC |", "|---|---|"] + [
+                    f"| {'all' if lv == 0 else lv} | {self.within_auc[lv]:.3f} |" for lv in levels]
         lines = ["Within a problem, against exact step checks (0.5 = chance):", "",
                  "| level | within-problem AUC | first-error AUC |", "|---|---|---|"]
         lines += [f"| {'all' if lv == 0 else lv} | {self.within_auc.get(lv, float('nan')):.3f} | "
