@@ -110,3 +110,17 @@ def test_within_problem_auc_counts_a_levelless_problem_once():
     assert found.within_auc[0] == pytest.approx(2 / 3)  # (1 + 1 + 0) / 3, not (1 + 1 + 1 + 1 + 0) / 5
     text = "\n".join(found.markdown())  # no exact step checks here: no empty first-error columns or tables
     assert "| all | 0.667 |" in text and "first-error" not in text and "First error" not in text
+
+
+def test_a_task_with_step_truth_keeps_its_first_error_table_when_nothing_is_measurable():
+    """Every wrong step is the first (a tiny model that slips at once): the first-error AUC has no right step
+    to compare with, but the task has exact step checks, so the report says nan rather than hiding the columns."""
+    from ttscale.tasks.reports.verifier import diagnose
+
+    rows = [{"problem_id": "a", "level": 1, "correct": ok, "scores": [s], "errors": [None if ok else "carry"]}
+            for ok, s in ((True, 0.9), (False, 0.1))]
+    found = diagnose(rows)
+    assert found.first_error_auc == {} and found.has_step_truth
+    text = "\n".join(found.markdown())
+    assert "| level | within-problem AUC | first-error AUC |" in text and "| 1 | 1.000 | nan |" in text
+    assert "| first error | ranked first | all wrong |" in text

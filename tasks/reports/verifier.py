@@ -164,6 +164,7 @@ class Diagnosis:
     first_error_auc: dict[int, float]  # the first wrong step vs the right steps before it (1 - score)
     argmax_errors: dict[str, float]  # first-error kinds of the wrong candidates the PRM ranks first
     wrong_errors: dict[str, float]  # first-error kinds of all wrong candidates
+    has_step_truth: bool = True  # False on tasks without exact step checks (GSM8K, HumanEval, ...)
 
     def metrics(self) -> list[tuple[str, int, float]]:
         out = [("within_problem_auc", lv, v) for lv, v in self.within_auc.items()]
@@ -178,7 +179,7 @@ class Diagnosis:
 
     def markdown(self) -> list[str]:
         levels = sorted(set(self.within_auc) | set(self.first_error_auc))
-        if not self.first_error_auc:  # no exact step checks on this task: only right vs wrong candidates
+        if not self.has_step_truth:  # no exact step checks on this task: only right vs wrong candidates
             return ["Within a problem (right vs wrong candidates of one problem; 0.5 = chance):", "",
                     "| level | within-problem AUC |", "|---|---|"] + [
                     f"| {'all' if lv == 0 else lv} | {self.within_auc[lv]:.3f} |" for lv in levels]
@@ -237,4 +238,4 @@ def diagnose(rows: Sequence[dict], aggregation: str = "last") -> Diagnosis:
         return {k: kinds.count(k) / len(kinds) for k in sorted(set(kinds))} if kinds else {}
 
     return Diagnosis({lv: float(np.mean(v)) for lv, v in sorted(within.items())}, dict(sorted(first_auc.items())),
-                     shares(ranked_first), shares(wrong))
+                     shares(ranked_first), shares(wrong), has_step_truth=any(r["errors"] for r in rows))
