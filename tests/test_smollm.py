@@ -95,3 +95,37 @@ def test_sample_bank_flow_on_jsonl_with_smollm(smollm_dir: Path, math_file: Path
     with duckdb.connect(str(tmp_path / "ttscale.duckdb"), read_only=True) as con:
         assert con.execute("SELECT count(*), count(correct) FROM candidates").fetchall()[0] == (4, 4)
         assert con.execute("SELECT count(*) FROM problems WHERE source = 'two.jsonl'").fetchall()[0][0] == 2
+
+
+@pytest.mark.timeout(900)
+def test_prm_stages_on_gsm8k_train_with_smollm(smollm_dir: Path, prefect_server, smoke_config, tmp_path):
+    """The PRM stages on a pretrained model and a packaged benchmark: SmolLM2 samples GSM8K train
+    solutions and rolls out from their step prefixes (continuing its own answer after the chat
+    template), and a PRM trained from its weights scores steps. Plumbing at the smallest size."""
+    from ttscale.configs.schema import LabelConfig, PRMConfig, ScoreConfig
+    from ttscale.flows.label_steps import label_steps
+    from ttscale.flows.train_prm import train_prm
+    from ttscale.models.prm import PRM
+
+    pytest.importorskip("math_verify")
+    config = smoke_config.model_copy(update={
+        "task": smoke_config.task.model_copy(update={"kind": "gsm8k", "n_test": 1, "n_train": 2}),
+        "generator": GeneratorConfig(backend="hf", model=str(smollm_dir), chat_template=True),
+        "labels": LabelConfig(problems=2, samples=1, rollouts=1, temperature=0.0, max_tokens=128),
+        "prm": PRMConfig(mode="head", epochs=1, batch_size=2, val_fraction=0.5),
+    })
+    label_steps(config=config, workdir=str(tmp_path))
+    with duckdb.connect(str(tmp_path / "ttscale.duckdb"), read_only=True) as con:
+        problems = con.execute("SELECT DISTINCT p.problem_id, p.source, p.split FROM candidates c JOIN problems p "
+                               "USING (problem_id) WHERE c.method = 'label'").fetchall()
+        assert len(problems) == 2 and {(source, split) for _, source, split in problems} == {("gsm8k", "train")}
+        kinds = dict(con.execute("SELECT kind, count(*) FROM step_labels GROUP BY 1").fetchall())
+        assert kinds.get("outcome") == 2 and kinds.get("rollouts", 0) >= 1  # greedy answers of several steps
+        assert con.execute("SELECT count(*) FROM step_labels WHERE label < 0 OR label > 1").fetchall()[0][0] == 0
+        solution = con.execute("SELECT list(s.text ORDER BY s.step_index) FROM candidates c JOIN steps s "
+                               "USING (candidate_id) WHERE c.method = 'label' GROUP BY c.candidate_id "
+                               "LIMIT 1").fetchall()[0][0]
+    prm_dir = Path(train_prm(config=config, workdir=str(tmp_path)))
+    scorer = PRM.for_scoring(prm_dir, ScoreConfig())
+    (scores,) = scorer.score(["Question"], [solution])
+    assert len(scores) == len(solution) and all(0.0 <= s <= 1.0 for s in scores)
