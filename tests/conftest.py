@@ -7,7 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
-from servers import PREFECT, free_port, start, stop, wait_for
+from servers import PREFECT, SCHEDULER_LOOP_S, free_port, start, stop, wait_for
 
 os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -19,7 +19,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory) -> str:
     """ONE real `prefect server start` for the whole session: a temporary database, the UI, and
-    the background services a user's server runs (the scheduler's loop shortened to 2 s so a
+    the background services a user's server runs (the scheduler's loop shortened to SCHEDULER_LOOP_S so a
     schedule fires within a test). Every flow in the session runs against it, and its URL goes
     into the environment, so the CLI subprocesses tests start (deploys, workers, killed runs)
     talk to it instead of each starting an ephemeral server of their own. Yields the API URL."""
@@ -34,7 +34,7 @@ def prefect_server(tmp_path_factory) -> str:
         "PREFECT_SERVER_API_HOST": "127.0.0.1",
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": "2",
+        "PREFECT_SERVER_SERVICES_SCHEDULER_LOOP_SECONDS": str(SCHEDULER_LOOP_S),
     }
     server = start([PREFECT, "server", "start"], env, home / "server.log")
     api = f"http://127.0.0.1:{port}/api"

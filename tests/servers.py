@@ -17,6 +17,13 @@ import httpx
 REPO = Path(__file__).resolve().parent.parent
 PREFECT = str(Path(sys.executable).with_name("prefect"))  # the CLI of the venv running the tests
 
+# How often the session server's scheduler and the browser tests' worker touch the server. Both
+# write to its SQLite database; at 2 s each the writes collided often enough that a form's
+# create-run request failed with "database is locked" (a Prefect-on-SQLite limit, seen in a full
+# suite on 2026-12-03), so both run at 5 s: still short enough for a schedule to fire in a test.
+SCHEDULER_LOOP_S = 5
+WORKER_POLL_S = 5
+
 
 def free_port() -> int:
     with socket.socket() as sock:

@@ -111,7 +111,7 @@ def test_prm_stages_on_gsm8k_train_with_smollm(smollm_dir: Path, prefect_server,
     config = smoke_config.model_copy(update={
         "task": smoke_config.task.model_copy(update={"kind": "gsm8k", "n_test": 1, "n_train": 2}),
         "generator": GeneratorConfig(backend="hf", model=str(smollm_dir), chat_template=True),
-        "labels": LabelConfig(problems=2, samples=1, rollouts=1, temperature=0.0, max_tokens=128),
+        "labels": LabelConfig(problems=2, samples=1, rollouts=1, temperature=0.0, max_tokens=80),
         "prm": PRMConfig(mode="head", epochs=1, batch_size=2, val_fraction=0.5),
     })
     label_steps(config=config, workdir=str(tmp_path))
