@@ -127,26 +127,91 @@ def cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
     return (text[:cut], True) if cut >= 0 else (text, False)
 
 
+class _SharedEngine:
+    """The one engine `shared_engines` keeps open, with what it was opened for."""
+
+    def __init__(self) -> None:
+        self.key: tuple[str, str, int] | None = None
+        self.generator: Generator | None = None
+
+    def drop(self) -> None:
+        if self.generator is not None:
+            self.generator.close()
+        self.key, self.generator = None, None
+
+
+_shared: _SharedEngine | None = None
+
+
 @contextlib.contextmanager
-def open_generator(cfg: GeneratorConfig, model_dir: Path) -> Iterator[Generator]:
-    if not Path(model_dir).is_dir():
-        raise FileNotFoundError(f"model directory not found: {model_dir}")
+def shared_engines() -> Iterator[None]:
+    """Within this block, a vLLM engine stays open from one stage to the next that asks for it.
+
+    Why: the pipeline's sampling stages (bank, labels, search, revision data; then the ORM's
+    chains and the revisions on the reviser) each open the same model, and on CPU each vLLM
+    start costs 10-20 s of the 15-minute budget (a process that imports torch and vLLM, loads
+    the weights, allocates the KV cache). Only the latest engine is kept, so one model's KV
+    cache is in memory at a time; it is closed when the block ends. Each stage still starts
+    from the engine's seed (`open_generator` reseeds it), as it would on a fresh engine, so
+    its samples do not depend on how many draws the stages before it made.
+    """
+    global _shared
+    if _shared is not None:  # nested: the outer block owns the engine
+        yield
+        return
+    _shared = _SharedEngine()
+    try:
+        yield
+    finally:
+        shared, _shared = _shared, None
+        shared.drop()
+
+
+def _engine_key(cfg: GeneratorConfig, model_dir: Path) -> tuple[str, str, int]:
+    """The config, the folder and its newest file's time: a model rewritten in place is a new engine."""
+    newest = max((f.stat().st_mtime_ns for f in model_dir.iterdir() if f.is_file()), default=0)
+    return cfg.model_dump_json(), str(model_dir.resolve()), newest
+
+
+def _start(cfg: GeneratorConfig, model_dir: Path) -> Generator:
     if cfg.backend == "hf":
         from ttscale.models.hf_backend import HFGenerator
 
-        gen: Generator = HFGenerator(cfg, Path(model_dir))
-    elif cfg.backend == "openai":
+        return HFGenerator(cfg, model_dir)
+    if cfg.backend == "openai":
         from ttscale.models.openai_backend import OpenAIGenerator
 
-        gen = OpenAIGenerator(cfg, Path(model_dir))
-    else:
-        if importlib.util.find_spec("vllm") is None:
-            raise ImportError("generator.backend=vllm needs vLLM: pip install -e '.[cpu]' (CPU) or '.[gpu]' (GPU), "
-                              "or set generator.backend: hf")
-        from ttscale.models.vllm_backend import VLLMGenerator
+        return OpenAIGenerator(cfg, model_dir)
+    if importlib.util.find_spec("vllm") is None:
+        raise ImportError("generator.backend=vllm needs vLLM: pip install -e '.[cpu]' (CPU) or '.[gpu]' (GPU), "
+                          "or set generator.backend: hf")
+    from ttscale.models.vllm_backend import VLLMGenerator
 
-        gen = VLLMGenerator(cfg, Path(model_dir))
+    return VLLMGenerator(cfg, model_dir)
+
+
+@contextlib.contextmanager
+def open_generator(cfg: GeneratorConfig, model_dir: Path) -> Iterator[Generator]:
+    """A generator for one stage, closed when the stage is done (kept open inside `shared_engines`)."""
+    model_dir = Path(model_dir)
+    if not model_dir.is_dir():
+        raise FileNotFoundError(f"model directory not found: {model_dir}")
+    shared = _shared if cfg.backend == "vllm" else None  # only vLLM's start is worth keeping
+    if shared is None:
+        gen = _start(cfg, model_dir)
+        try:
+            yield gen
+        finally:
+            gen.close()
+        return
+    key = _engine_key(cfg, model_dir)
+    if shared.key != key:
+        shared.drop()
+        shared.generator, shared.key = _start(cfg, model_dir), key
+    else:
+        shared.generator.reseed()  # type: ignore[union-attr]
     try:
-        yield gen
-    finally:
-        gen.close()
+        yield shared.generator  # type: ignore[misc]
+    except BaseException:
+        shared.drop()  # a stage that failed mid-request may leave an answer in the pipe
+        raise

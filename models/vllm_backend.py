@@ -49,6 +49,7 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
         else:
             kwargs["block_size"] = cfg["vllm_cpu_block_size"]
         llm = LLM(**kwargs)
+        _reseed(0)  # the same state a reused engine is reset to (`reseed`)
         tokenizer = llm.get_tokenizer()
         n_params = _count_params(llm)
         conn.send(("ready", n_params))
@@ -59,6 +60,11 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
         message = conn.recv()
         if message[0] == "close":
             break
+        if message[0] == "reseed":
+            # What LLM(seed=0) does at start: the CPU sampler draws from these global generators.
+            _reseed(0)
+            conn.send(("ok", None))
+            continue
         _, prompts, prefixes, spec_dict = message
         try:
             spec = SamplingSpec(**spec_dict)
@@ -89,6 +95,17 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
             conn.send(("ok", result))
         except BaseException as err:
             conn.send(("error", f"{type(err).__name__}: {err}"))
+
+
+def _reseed(seed: int) -> None:
+    import random
+
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
 
 
 def _count_params(llm: Any) -> int:
@@ -125,6 +142,13 @@ class VLLMGenerator:
         if status != "ok":
             raise RuntimeError(f"vLLM generate failed: {payload}")
         return [[Completion(*c) for c in row] for row in payload]
+
+    def reseed(self) -> None:
+        """Back to the engine's start seed, so a reused engine samples as a fresh one does."""
+        self._conn.send(("reseed",))
+        status, payload = self._conn.recv()
+        if status != "ok":
+            raise RuntimeError(f"vLLM reseed failed: {payload}")
 
     def close(self) -> None:
         if self._proc.is_alive():

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ttscale.configs.schema import GeneratorConfig, TaskConfig
-from ttscale.models.generator import SamplingSpec, cut_at_stop, open_generator
+from ttscale.models.generator import SamplingSpec, cut_at_stop, open_generator, shared_engines
 from ttscale.tasks import arith
 
 PROMPTS = [arith.prompt(p.question) for p in arith.make_split(TaskConfig(n_test=3), "test")]
@@ -51,12 +51,24 @@ def test_vllm_backend_matches_interface_and_greedy(base_model_dir: Path):
     spec = SamplingSpec(n=1, temperature=0.0, max_tokens=40, seed=0)
     with open_generator(GeneratorConfig(backend="hf"), base_model_dir) as hf:
         hf_greedy = hf.generate(PROMPTS, spec)
-    with open_generator(GeneratorConfig(backend="vllm"), base_model_dir) as gen:
-        out = gen.generate(PROMPTS, SamplingSpec(n=4, temperature=1.0, max_tokens=40, seed=0))
-        _check(out, 4, 40)
-        greedy = gen.generate(PROMPTS, spec)
-        assert gen.n_params == hf.n_params
-        steps = gen.generate(PROMPTS, SamplingSpec(n=2, temperature=1.0, max_tokens=60, stop=("\n\n",), seed=3))
+    hot = SamplingSpec(n=4, temperature=2.0, max_tokens=40, seed=0)  # two draws at T = 2 never agree by chance
+    with shared_engines():
+        with open_generator(GeneratorConfig(backend="vllm"), base_model_dir) as gen:
+            first = gen.generate(PROMPTS, hot)  # the first draws of a fresh engine
+            out = gen.generate(PROMPTS, SamplingSpec(n=4, temperature=1.0, max_tokens=40, seed=0))
+            _check(out, 4, 40)
+            greedy = gen.generate(PROMPTS, spec)
+            assert gen.n_params == hf.n_params
+            steps = gen.generate(PROMPTS, SamplingSpec(n=2, temperature=1.0, max_tokens=60, stop=("\n\n",), seed=3))
+        # The next stage gets the same engine, reset to its start seed: the same draws again,
+        # though this stage drew more after them
+        # (all but a float-rounding flip: the prompts now come from the prefix cache).
+        with open_generator(GeneratorConfig(backend="vllm"), base_model_dir) as again:
+            assert again is gen and gen._proc.is_alive()
+            second = again.generate(PROMPTS, hot)
+    assert not gen._proc.is_alive()  # the block's end closes it
+    texts = [[c.text for c in row] for row in (*first, *second)]
+    assert sum(a == b for a, b in zip(sum(texts[:3], []), sum(texts[3:], []))) >= 10
     for row in steps:
         for c in row:
             assert "\n\n" not in c.text.rstrip("\n") or c.finish_reason == "length"
