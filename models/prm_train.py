@@ -62,6 +62,19 @@ def save_trained(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out
     tokenizer.save_pretrained(out_dir)
 
 
+def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
+    """Shuffled batches of example indices with similar lengths (sorted within windows of 50 batches)."""
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    window = batch_size * 50
+    batches = []
+    for i in range(0, len(order), window):
+        chunk = sorted(order[i : i + window], key=lambda j: lengths[j])
+        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
+    rng.shuffle(batches)
+    return batches
+
+
 def split_by_problem(solutions: Sequence[LabeledSolution], val_fraction: float, seed: int
                      ) -> tuple[list[LabeledSolution], list[LabeledSolution]]:
     """Hold out whole problems, so validation measures generalisation to new problems."""
@@ -115,14 +128,20 @@ def train_prm(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     max_len = int(getattr(model.config, "max_position_embeddings", 0)) or None
 
+    encoded = {id(s): encode(tokenizer, s.prompt, s.steps) for s in (*train_set, *val_set)}
+
     def batches(data: Sequence[LabeledSolution], shuffle: bool, rng: random.Random):
-        order = list(range(len(data)))
+        # Solutions of similar length share a batch: on the embedded task random batches of 16
+        # were 40% padding (2 to 14 steps), so grouping cut an epoch's compute by about a third.
+        lengths = [len(encoded[id(s)].input_ids) for s in data]
         if shuffle:
-            rng.shuffle(order)
-        for i in range(0, len(order), cfg.batch_size):
-            chunk = [data[j] for j in order[i : i + cfg.batch_size]]
-            enc = [encode(tokenizer, s.prompt, s.steps) for s in chunk]
-            yield collate(enc, pad, [s.labels for s in chunk], max_len=max_len)
+            groups = length_batches(lengths, cfg.batch_size, rng)
+        else:
+            order = sorted(range(len(data)), key=lengths.__getitem__)
+            groups = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
+        for group in groups:
+            chunk = [data[j] for j in group]
+            yield collate([encoded[id(s)] for s in chunk], pad, [s.labels for s in chunk], max_len=max_len)
 
     def evaluate(data: Sequence[LabeledSolution]) -> tuple[float, list[float], list[float]]:
         model.eval()

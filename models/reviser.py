@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from ttscale.configs.schema import ReviserConfig
-from ttscale.models.prm_train import save_trained
+from ttscale.models.prm_train import length_batches, save_trained
 @dataclass
 class ReviserTrainResult:
     updates: int
@@ -69,19 +69,6 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str)
     t = tokenizer.encode(target, add_special_tokens=False) + [tokenizer.eos_token_id]
     bos = [tokenizer.bos_token_id] if tokenizer.bos_token_id is not None else []
     return bos + p + t, [-100] * (len(bos) + len(p)) + t
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, rng: random.Random) -> list[list[int]]:
-    """Shuffled batches of example indices with similar lengths (sorted within windows of 50 batches)."""
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    window = batch_size * 50
-    batches = []
-    for i in range(0, len(order), window):
-        chunk = sorted(order[i : i + window], key=lambda j: lengths[j])
-        batches += [chunk[k : k + batch_size] for k in range(0, len(chunk), batch_size)]
-    rng.shuffle(batches)
-    return batches
 
 
 def _pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
