@@ -26,9 +26,10 @@ def test_a_preset_extends_another_and_states_only_what_it_changes(tmp_path: Path
     paper, tiny = load_config("paper-cpu"), load_config("tiny")
     assert paper.search.problems == 100 and paper.name == "paper-cpu"
     assert paper.model_dump(exclude={"name", "search"}) == tiny.model_dump(exclude={"name", "search"})
-    assert paper.search.model_dump(exclude={"problems", "strategies"}) == tiny.search.model_dump(
-        exclude={"problems", "strategies"})
+    assert paper.search.model_dump(exclude={"problems", "strategies", "seeds"}) == tiny.search.model_dump(
+        exclude={"problems", "strategies", "seeds"})
     assert set(paper.search.strategies) - set(tiny.search.strategies) == {"lookahead"}
+    assert set(tiny.search.seeds) < set(paper.search.seeds)  # tiny's search runs are paper-cpu's too
     child = tmp_path / "child.yaml"
     child.write_text(f"extends: {tmp_path / 'parent.yaml'}\nbank:\n  nn: 3\n")
     (tmp_path / "parent.yaml").write_text("extends: tiny\nbank:\n  n: 4\n")
