@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import AutoConfig, AutoModelForTokenClassification, AutoTokenizer, PreTrainedTokenizerBase
 
 from ttscale.configs.schema import PRMConfig
-from ttscale.models.prm import PRM_CARD, collate, encode
+from ttscale.models.prm import PRM_CARD, Encoded, collate, encode
 
 
 def step_loss(logits: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -128,12 +128,14 @@ def train_prm(
     pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
     max_len = int(getattr(model.config, "max_position_embeddings", 0)) or None
 
-    encoded = {id(s): encode(tokenizer, s.prompt, s.steps) for s in (*train_set, *val_set)}
+    # Each solution is tokenized once, not once per epoch.
+    train_items = [(s, encode(tokenizer, s.prompt, s.steps)) for s in train_set]
+    val_items = [(s, encode(tokenizer, s.prompt, s.steps)) for s in val_set]
 
-    def batches(data: Sequence[LabeledSolution], shuffle: bool, rng: random.Random):
+    def batches(data: Sequence[tuple[LabeledSolution, Encoded]], shuffle: bool, rng: random.Random):
         # Solutions of similar length share a batch: on the embedded task random batches of 16
         # were 40% padding (2 to 14 steps), so grouping cut an epoch's compute by about a third.
-        lengths = [len(encoded[id(s)].input_ids) for s in data]
+        lengths = [len(enc.input_ids) for _, enc in data]
         if shuffle:
             groups = length_batches(lengths, cfg.batch_size, rng)
         else:
@@ -141,9 +143,9 @@ def train_prm(
             groups = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
         for group in groups:
             chunk = [data[j] for j in group]
-            yield collate([encoded[id(s)] for s in chunk], pad, [s.labels for s in chunk], max_len=max_len)
+            yield collate([enc for _, enc in chunk], pad, [s.labels for s, _ in chunk], max_len=max_len)
 
-    def evaluate(data: Sequence[LabeledSolution]) -> tuple[float, list[float], list[float]]:
+    def evaluate(data: Sequence[tuple[LabeledSolution, Encoded]]) -> tuple[float, list[float], list[float]]:
         model.eval()
         total, count, preds, gold = 0.0, 0, [], []
         with torch.inference_mode():
@@ -164,7 +166,7 @@ def train_prm(
     n_batches = math.ceil(len(train_set) / cfg.batch_size)
     for epoch in range(1, cfg.epochs + 1):
         running, seen = 0.0, 0
-        for b in tqdm(batches(train_set, True, rng), total=n_batches, desc=f"prm epoch {epoch}", leave=False,
+        for b in tqdm(batches(train_items, True, rng), total=n_batches, desc=f"prm epoch {epoch}", leave=False,
                       disable=None, mininterval=1.0):
             logits = model(input_ids=b["input_ids"], attention_mask=b["attention_mask"]).logits
             loss = step_loss(logits, b["rows"], b["cols"], b["labels"])
@@ -176,7 +178,7 @@ def train_prm(
             seen += len(b["labels"])
             result.tokens += int(b["attention_mask"].sum())
         train_loss = running / max(1, seen)
-        val_loss = evaluate(val_set)[0] if val_set else train_loss
+        val_loss = evaluate(val_items)[0] if val_items else train_loss
         result.train_loss.append(train_loss)
         result.val_loss.append(val_loss)
         result.epochs = epoch
@@ -191,7 +193,7 @@ def train_prm(
     if best_state is not None:
         model.load_state_dict(best_state)
     if val_set:
-        _, result.val_predictions, result.val_labels = evaluate(val_set)
+        _, result.val_predictions, result.val_labels = evaluate(val_items)
     save_trained(model, tokenizer, out_dir, merge_lora=cfg.mode == "lora")
     (out_dir / PRM_CARD).write_text(json.dumps({"step_separator": None, "mode": cfg.mode, "num_labels": 1}))
     return result

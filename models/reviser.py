@@ -28,6 +28,8 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenize
 
 from ttscale.configs.schema import ReviserConfig
 from ttscale.models.prm_train import length_batches, save_trained
+
+
 @dataclass
 class ReviserTrainResult:
     updates: int

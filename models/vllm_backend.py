@@ -19,6 +19,9 @@ from typing import Any
 from ttscale.configs.schema import GeneratorConfig
 from ttscale.models.generator import Completion, SamplingSpec, rendered
 
+# The engine's seed on CPU, where it governs sampling: set at start and restored by `reseed`.
+ENGINE_SEED = 0
+
 
 def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
     """Child process: build the engine once, then answer generate requests until told to stop."""
@@ -40,7 +43,7 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
             model=model_dir,
             enable_prefix_caching=True,
             enforce_eager=not on_gpu,
-            seed=0,
+            seed=ENGINE_SEED,
             dtype=cfg["dtype"] if on_gpu else "float32",
             distributed_executor_backend="uni",
         )
@@ -49,7 +52,7 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
         else:
             kwargs["block_size"] = cfg["vllm_cpu_block_size"]
         llm = LLM(**kwargs)
-        _reseed(0)  # the same state a reused engine is reset to (`reseed`)
+        _reseed(ENGINE_SEED)  # the same state a reused engine is reset to (`reseed`)
         tokenizer = llm.get_tokenizer()
         n_params = _count_params(llm)
         conn.send(("ready", n_params))
@@ -61,8 +64,8 @@ def _serve(conn: Connection, cfg: dict[str, Any], model_dir: str) -> None:
         if message[0] == "close":
             break
         if message[0] == "reseed":
-            # What LLM(seed=0) does at start: the CPU sampler draws from these global generators.
-            _reseed(0)
+            # What LLM(seed=ENGINE_SEED) does at start: the CPU sampler draws from these global generators.
+            _reseed(ENGINE_SEED)
             conn.send(("ok", None))
             continue
         _, prompts, prefixes, spec_dict = message
