@@ -59,12 +59,14 @@ def wait_for(url: str, timeout_s: float, process: subprocess.Popen) -> None:
     raise RuntimeError(f"{url} did not answer within {timeout_s:.0f} s:\n{tail(process)}")
 
 
-def stop(process: subprocess.Popen) -> None:
-    """Stop a process started by `start`, children included (uvicorn, a worker's flow runs)."""
+def stop(process: subprocess.Popen, grace_s: float = 5) -> None:
+    """Stop a process started by `start`, children included (uvicorn, a worker's flow runs): SIGTERM,
+    then SIGKILL after `grace_s`. (`mlflow ui` outlived a 30 s grace after the browser tests in every
+    suite of 2026-12-03, adding half a minute; these servers hold nothing a test reads afterwards.)"""
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
-            process.wait(timeout=30)
+            process.wait(timeout=grace_s)
         except subprocess.TimeoutExpired:
             os.killpg(process.pid, signal.SIGKILL)
             process.wait(timeout=30)

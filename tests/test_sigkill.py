@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import duckdb
-import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parent.parent
@@ -45,8 +44,19 @@ def _kill_mid_run(cmd: list[str], how: signal.Signals = signal.SIGKILL) -> None:
     assert proc.returncode == 130 and "run the same command again to resume" in rest, (seen + rest)[-2000:]
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGTERM], ids=["sigkill", "sigterm"])
-def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, tmp_path: Path, how: signal.Signals):
+def _bank(db: str) -> tuple[dict, set[int]]:
+    """candidate id -> created_at, and the set of per-problem candidate counts."""
+    with duckdb.connect(db, read_only=True) as con:
+        rows = dict(con.execute("SELECT candidate_id, created_at FROM candidates").fetchall())
+        per_problem = {n for (n,) in con.execute("SELECT count(*) FROM candidates GROUP BY problem_id").fetchall()}
+    return rows, per_problem
+
+
+def test_sigterm_then_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, tmp_path: Path):
+    """One bank, stopped twice: a SIGTERM (a scheduler's stop) mid-run, then a SIGKILL of the whole
+    group mid-way through the resumed run, then a run to the end. After each stop only whole problems
+    are stored, the resumed run keeps what was committed, and the end has every candidate once.
+    (Two tests until 12-03; one bank serves both stops at three runs instead of four.)"""
     workdir = tmp_path / "killed"
     shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
     config = smoke_config.model_dump(mode="json")
@@ -55,25 +65,29 @@ def test_sigkill_mid_sampling_then_resume(trained_workdir: Path, smoke_config, t
     preset = tmp_path / "kill.yaml"
     preset.write_text(yaml.safe_dump(config))
     cmd = [sys.executable, "-m", "ttscale.cli", "sample-bank", "-p", str(preset), "-w", str(workdir)]
-    _kill_mid_run(cmd, how)
-
     db = str(workdir / "ttscale.duckdb")
-    with duckdb.connect(db, read_only=True) as con:
-        before = dict(con.execute("SELECT candidate_id, created_at FROM candidates").fetchall())
-        per_problem = con.execute("SELECT count(*) FROM candidates GROUP BY problem_id").fetchall()
-    total = 60 * config["bank"]["n"]
-    assert 0 < len(before) < total, "the kill should land after some chunks and before the last"
-    assert {n for (n,) in per_problem} == {config["bank"]["n"]}  # no half-written problem survived
+    total, n = 60 * config["bank"]["n"], config["bank"]["n"]
+
+    _kill_mid_run(cmd, signal.SIGTERM)
+    terminated, per_problem = _bank(db)
+    assert 0 < len(terminated) < total, "the SIGTERM should land after some chunks and before the last"
+    assert per_problem == {n}  # no half-written problem survived
+
+    _kill_mid_run(cmd, signal.SIGKILL)
+    killed, per_problem = _bank(db)
+    assert len(terminated) < len(killed) < total, "the SIGKILL should land after the resumed run's first chunk"
+    assert per_problem == {n}
+    assert {k: killed[k] for k in terminated} == terminated  # the resumed run kept what the first committed
 
     done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
     with duckdb.connect(db, read_only=True) as con:
-        n, distinct = con.execute("SELECT count(*), count(DISTINCT candidate_id) FROM candidates").fetchall()[0]
-        after = dict(con.execute("SELECT candidate_id, created_at FROM candidates").fetchall())
+        rows, distinct = con.execute("SELECT count(*), count(DISTINCT candidate_id) FROM candidates").fetchall()[0]
         steps_dupes = con.execute(
             "SELECT count(*) - count(DISTINCT (candidate_id, step_index)) FROM steps").fetchall()[0][0]
-    assert n == distinct == total and steps_dupes == 0
-    assert {k: after[k] for k in before} == before  # committed problems were not sampled again
+    after, _ = _bank(db)
+    assert rows == distinct == total and steps_dupes == 0
+    assert {k: after[k] for k in killed} == killed  # committed problems were not sampled again
 
 
 def test_sigkill_mid_labeling_then_resume(trained_workdir: Path, smoke_config, tmp_path: Path):

@@ -84,12 +84,18 @@ def cpu_worker(cli_env: dict[str, str], tmp_path_factory):
     stop(worker)
 
 
-def _deploy_sample_bank(env: dict[str, str], trained_workdir: Path, workdir: Path) -> dict:
-    """`ttscale deploy sample-bank-cpu` onto a workdir holding the trained base model; the deployment."""
+@pytest.fixture(scope="module")
+def deployed(cli_env: dict[str, str], trained_workdir: Path, tmp_path_factory) -> tuple[dict, Path]:
+    """`ttscale deploy sample-bank-cpu` once for this module, onto a workdir holding the trained base
+    model: (the deployment, its workdir). The form's run (N = 3) and the scheduled run (the preset's N)
+    write banks of different N there, which the tests count apart; each test knows its own runs by
+    the ones that were there before it."""
+    ensure_pool("cpu", cli_env)  # deploying onto a pool that does not exist asks at the terminal
+    workdir = tmp_path_factory.mktemp("deployed")
     shutil.copytree(trained_workdir / "models" / "base", workdir / "models" / "base")
     cli([sys.executable, "-m", "ttscale.cli", "deploy", "sample-bank-cpu", "--preset", "smoke",
-         "--workdir", str(workdir)], env)
-    return httpx.get(f"{env['PREFECT_API_URL']}/deployments/name/{SAMPLE_BANK}").json()
+         "--workdir", str(workdir)], cli_env)
+    return httpx.get(f"{cli_env['PREFECT_API_URL']}/deployments/name/{SAMPLE_BANK}").json(), workdir
 
 
 def _runs(api: str, deployment_id: str) -> list[dict]:
@@ -147,12 +153,11 @@ def _field(page, label: str):
 
 
 def test_custom_run_form_refuses_a_bad_n_and_runs_an_edited_one(
-        prefect_server: str, cli_env, cpu_worker, browser, page, trained_workdir: Path, smoke_config, tmp_path):
+        prefect_server: str, deployed, cpu_worker, browser, page, smoke_config, tmp_path):
     """A person on the deployment page: Run -> Custom run, the preset section first; N = -1 is
     refused at the field and starts nothing; N = 3 runs on the worker, lands in the warehouse as 3
     candidates per problem, and the run's Artifacts tab shows the bank's report."""
-    workdir = tmp_path / "ui-run"
-    deployment = _deploy_sample_bank(cli_env, trained_workdir, workdir)
+    deployment, workdir = deployed
     ui = prefect_server.removesuffix("/api")
     earlier = {run["id"] for run in _runs(prefect_server, deployment["id"])}  # other tests' runs of it
 
@@ -189,10 +194,9 @@ def test_custom_run_form_refuses_a_bad_n_and_runs_an_edited_one(
 
 
 def test_an_interval_schedule_fires_and_a_worker_completes_the_run(
-        prefect_server: str, cli_env, cpu_worker, trained_workdir: Path, smoke_config, tmp_path):
+        prefect_server: str, cli_env, deployed, cpu_worker, smoke_config):
     """The server's scheduler (loop shortened to SCHEDULER_LOOP_S) turns a schedule into a run; the worker runs it."""
-    workdir = tmp_path / "scheduled"
-    deployment = _deploy_sample_bank(cli_env, trained_workdir, workdir)
+    deployment, workdir = deployed
     earlier = {run["id"] for run in _runs(prefect_server, deployment["id"])}
     anchor = (datetime.now(timezone.utc) + timedelta(seconds=15)).isoformat(timespec="seconds")
     cli([PREFECT, "deployment", "schedule", "create", SAMPLE_BANK, "--interval", "3600",
@@ -215,12 +219,12 @@ def test_an_interval_schedule_fires_and_a_worker_completes_the_run(
     assert _candidates(workdir, smoke_config.bank.n) == smoke_config.bank.n * smoke_config.task.n_test
 
 
-def test_a_users_own_error_fails_the_deployment_run_in_one_line(prefect_server: str, cli_env, cpu_worker,
-                                                                trained_workdir: Path, tmp_path):
+def test_a_users_own_error_fails_the_deployment_run_in_one_line(prefect_server: str, deployed, cpu_worker,
+                                                                tmp_path):
     """A Custom run naming a preset file that is not on the worker ends Failed with that one line as
     its state message, and as the run's first error log; no traceback runs through our code.
     (Prefect 3.7's engine still logs its own short traceback for every failed run.)"""
-    deployment = _deploy_sample_bank(cli_env, trained_workdir, tmp_path / "wd")
+    deployment, _ = deployed
     missing = tmp_path / "no-such-preset.yaml"
     created = httpx.post(f"{prefect_server}/deployments/{deployment['id']}/create_flow_run",
                          json={"parameters": {"preset": {"file": str(missing)}}}).json()
