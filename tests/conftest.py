@@ -42,7 +42,12 @@ def prefect_server(tmp_path_factory) -> str:
         wait_for(f"{api}/health", float(os.environ["PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"]), server)
         before = os.environ.get("PREFECT_API_URL")
         os.environ["PREFECT_API_URL"] = api
-        with temporary_settings(updates={PREFECT_API_URL: api}):
+        # No flow-run heartbeats in this process: each flow run's exit waits up to a second for its
+        # heartbeat thread's sleep to end (a no-op smoke pipeline, 14 flow runs: 15.1 s with them,
+        # 2.9 s without, 12-03), and the suite runs hundreds of flow runs. Heartbeats only let the
+        # server mark a crashed run; no test here depends on that. Subprocesses (killed runs, workers)
+        # keep Prefect's default.
+        with temporary_settings(updates={PREFECT_API_URL: api, "flows.heartbeat_frequency": None}):
             yield api
             _drain_prefect_clients()
         if before is None:
