@@ -9,9 +9,9 @@ of a silently ignored setting.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 
 class Frozen(BaseModel):
@@ -38,6 +38,23 @@ class LevelSpec(Frozen):
 # What the config can know of the benchmarks without reading them (tasks.benchmarks asserts it agrees).
 USER_FILE_KINDS = frozenset({"jsonl", "omni_math"})
 NO_TRAIN_SPLIT_KINDS = frozenset({"jsonl", "omni_math", "humaneval"})
+# Scorers named rather than given as a folder (models/scorers.py opens them); 'confidence:NAME' is the
+# confidence scorer reading another model of the workdir (e.g. 'large') or a model folder.
+SCORER_NAMES = frozenset({"trained", "confidence", "oracle", "random"})
+LARGE_CONFIDENCE = "confidence:large"  # the FLOPs-matched stage's larger model as a verifier
+
+
+def confidence_model(spec: str) -> str | None:
+    """The model a 'confidence:NAME' scorer reads; None for every other spec."""
+    kind, colon, name = spec.partition(":")
+    return (name or None) if kind == "confidence" and colon else None
+
+
+def _scorer_name(spec: str) -> str:
+    if spec in SCORER_NAMES or confidence_model(spec):
+        return spec
+    raise ValueError(f"{spec!r} is not a scorer name ({', '.join(sorted(SCORER_NAMES))}, or confidence:MODEL "
+                     "for another model's token probabilities, e.g. confidence:large)")
 
 
 class TaskConfig(Frozen):
@@ -200,7 +217,9 @@ class ScoreConfig(Frozen):
     """Which step scorer scores the bank, and how step scores become candidate scores."""
 
     prm: str = Field(default="trained", description="'trained' (this workdir's PRM), 'models:/NAME/VERSION' "
-                     "(MLflow registry), a local path to a token-classification PRM, or 'random' (uniform scores "
+                     "(MLflow registry), a local path to a token-classification PRM, 'confidence' (the generator's "
+                     "token probabilities), 'confidence:MODEL' (another model's, e.g. confidence:large), "
+                     "'oracle', or 'random' (uniform scores "
                      "that know nothing: the null floor under which no finding may come out reproduced)")
     batch_size: int = Field(default=16, ge=1, description="solutions per scoring forward pass (16 was fastest "
                             "for the tiny PRM on 2 CPU cores: 42k tokens/s vs 35k at 256)")
@@ -214,12 +233,14 @@ class ScoreConfig(Frozen):
         "RLHFlow/Llama3.1-8B-PRM-Deepseek-Data)")
     aggregation: Literal["last", "min", "prod", "mean"] = Field(
         default="last", description="step scores to one candidate score (the paper's best: last)")
-    baselines: list[Literal["trained", "confidence", "oracle", "random"]] = Field(
+    baselines: list[Annotated[str, AfterValidator(_scorer_name)]] = Field(
         default_factory=lambda: ["confidence", "oracle"],
         description="scorers that need no training, also run over the bank so every curve and within-problem "
         "AUC has them beside the main scorer: trained (this workdir's PRM, when the main scorer is another), "
         "confidence (the generator's own token probabilities, the baseline a PRM "
-        "must beat), oracle (exact step checks, the embedded task's ceiling; skipped on other tasks), random")
+        "must beat), confidence:MODEL (another model's token probabilities of the same text: confidence:large "
+        "is the FLOPs-matched stage's larger model), oracle (exact step checks, the embedded task's ceiling; "
+        "skipped on other tasks), random")
     resamples: int = Field(default=400, ge=10, description="subsets drawn per budget for the curves")
     problems_per_chunk: int = Field(default=50, ge=1)
     threads: int = Field(default=2, ge=1)
@@ -456,6 +477,11 @@ class PipelineConfig(Frozen):
                              "base_model.batch_rows for the same tokens per update) or lower the reviser's")
         return self
 
+    @property
+    def scores_with_large(self) -> bool:
+        """Whether a scorer reads the larger embedded model (which must then be trained before scoring)."""
+        return LARGE_CONFIDENCE in (self.scoring.prm, *self.scoring.baselines)
+
     @model_validator(mode="after")
     def _stages_fit_the_task(self) -> "PipelineConfig":
         """Combinations that would otherwise fail minutes into a run, after the server and a model started."""
@@ -469,6 +495,9 @@ class PipelineConfig(Frozen):
             raise ValueError(f"scoring: a trained PRM (scoring.prm or scoring.baselines 'trained') labels train "
                              f"problems, and {why}; score with scoring.prm=confidence and drop 'trained' from "
                              "scoring.baselines")
+        if self.scores_with_large and self.large_model is None:
+            raise ValueError(f"scoring: {LARGE_CONFIDENCE} reads the larger embedded model, which only a config with "
+                             "large_model trains (preset flops-matched); set large_model or drop confidence:large")
         if self.scoring.prm == "oracle" and kind != "arith":
             raise ValueError(f"scoring.prm=oracle checks the embedded task's steps exactly; task.kind={kind} has "
                              "no exact step checks (as a baseline it is skipped on other tasks)")

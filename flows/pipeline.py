@@ -58,6 +58,8 @@ def pipeline(preset: PresetChoice = PresetChoice(), config: PipelineConfig | Non
             out["label_bank_id"] = label_steps(config=config, workdir=workdir)
             # 4. The PRM: the base model with a scalar head, trained on the soft labels.
             out["prm"] = train_prm(config=config, workdir=workdir)
+        if config.scores_with_large:  # a scorer reads the larger model (step 13's): train it before scoring
+            out["large_model"] = train_large(config=config, workdir=workdir)
         # 5. Score every bank candidate; accuracy vs N per selection rule and aggregation.
         out["scorer_id"] = score_bank(config=config, workdir=workdir)
         # 6. Search against the PRM: best-of-N, beam, lookahead, DVTS; accuracy vs budget.

@@ -49,7 +49,7 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
     logger = get_run_logger()
     if config.task.kind != "arith":
         raise ValueError(f"{stage} trains an embedded model on the embedded task (task.kind=arith)")
-    out = wd.model_dir(name) if name == "base" else wd.models / name
+    out = wd.model_dir(name)
     key = training_key(config.task, model_cfg)
     if trained_record(out, key) is not None:
         logger.info("%s already trained with these settings: %s", name, out)

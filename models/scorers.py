@@ -10,6 +10,9 @@ against:
   inconclusive: the floor that proves the instrument.
 - `confidence`: the generator's own token probabilities (models/confidence.py), free
   where the generator returns log-probabilities, and the baseline every PRM must beat.
+  `confidence:NAME` reads another model's probabilities of the same text (NAME a model
+  of the workdir, e.g. `large`, or a folder): a verifier that knows what the generator
+  does not, with no labels, its forward passes charged at its own size.
 - `oracle`: exact step checks (`tasks.arith.step_truth`), the embedded task only: a
   ceiling for the curves that shows what a perfect step checker would buy, never a
   training label.
@@ -25,7 +28,7 @@ from typing import Literal
 
 import mlflow
 
-from ttscale.configs.schema import GeneratorConfig, ScoreConfig
+from ttscale.configs.schema import GeneratorConfig, ScoreConfig, confidence_model
 from ttscale.models.prm import PRM, StepScorer, parameter_count
 from ttscale.tasks import arith
 from ttscale.tasks.sampling import stable_hash
@@ -145,12 +148,13 @@ def open_scorer(source: ScorerSource, cfg: ScoreConfig) -> StepScorer:
 def resolve_prm(spec: str, wd: Workdir, generator: GeneratorConfig = GeneratorConfig(),
                 prm_format: PRMFormat = "classifier") -> ScorerSource:
     """'trained' -> the workdir's PRM; 'models:/NAME/VERSION' -> the registry; 'random' / 'oracle' ->
-    the scorers that need no weights; 'confidence' -> the generator's folder; else a local folder,
-    read in `prm_format` (scoring.prm_format)."""
+    the scorers that need no weights; 'confidence' -> the generator's folder; 'confidence:NAME' -> that
+    model's folder; else a local folder, read in `prm_format` (scoring.prm_format)."""
     if spec in (RANDOM, ORACLE):
         return ScorerSource(spec)
-    if spec == CONFIDENCE:
-        return ScorerSource(CONFIDENCE, wd.require_model(generator.model), generator.chat_template)
+    if spec == CONFIDENCE or (other := confidence_model(spec)):
+        model = generator.model if spec == CONFIDENCE else other
+        return ScorerSource(CONFIDENCE, wd.require_model(model), generator.chat_template)
     if spec == "trained":
         path = wd.models / "prm"
         if not path.is_dir():

@@ -108,3 +108,23 @@ def test_the_forms_short_way_is_validated_as_the_cli_validates():
     with pytest.raises(ConfigError) as cli:
         load_config("smoke", ["task.kind=jsonl"])
     assert str(form.value) == str(cli.value) and "task.path" in str(form.value)
+
+
+def test_a_scorer_is_a_name_or_another_models_confidence(tmp_path: Path):
+    """scoring.prm and scoring.baselines take the named scorers, confidence:MODEL (another model's token
+    probabilities), and nothing else; confidence:large needs the config that trains the larger model."""
+    assert load_config("flops-matched").scores_with_large
+    assert not load_config("flops-matched", ["scoring.baselines=[trained, oracle]"]).scores_with_large
+    with pytest.raises(ConfigError, match="confidence:large reads the larger embedded model"):
+        load_config("tiny", ["scoring.baselines=[trained, 'confidence:large']"])
+    for bad in ("confidence:", "confidenc", "large"):
+        with pytest.raises(ConfigError, match="scoring.baselines"):
+            load_config("tiny", [f"scoring.baselines=['{bad}']"])
+
+    from ttscale.preflight import PreflightError, preflight
+
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(PreflightError, match=f"scoring.baselines: 'confidence:{missing}' reads"):
+        preflight(load_config("smoke", [f"scoring.baselines=['confidence:{missing}']"]), str(tmp_path / "wd"))
+    with pytest.raises(PreflightError, match="scoring.prm: 'confidence:nope' reads 'nope'"):
+        preflight(load_config("smoke", ["scoring.prm=confidence:nope"]), str(tmp_path / "wd"))

@@ -4,6 +4,7 @@ oracle (exact step checks, the ceiling) and confidence (the generator's own toke
 from __future__ import annotations
 
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -66,6 +67,30 @@ def _direct_confidence(model_dir, prompt: str, steps: list[str]) -> list[float]:
         out.append(lowest)
         start += len(step) + len(arith.STEP_DELIMITER)
     return out
+
+
+def test_confidence_of_another_model_reads_that_models_folder(base_model_dir, tmp_path):
+    """confidence:large is the FLOPs-matched stage's larger model as a verifier: the same scorer, another
+    model's weights (so another scorer id), charged at that model's size; missing, it says what trains it."""
+    wd = Workdir.at(str(tmp_path))
+    wd.models.mkdir(parents=True, exist_ok=True)
+    (wd.models / "base").symlink_to(base_model_dir)
+    with pytest.raises(FileNotFoundError, match="ttscale train-large"):
+        resolve_prm("confidence:large", wd)
+    other = tmp_path / "other"
+    shutil.copytree(base_model_dir, other)
+    model = AutoModelForCausalLM.from_pretrained(other)
+    with torch.no_grad():
+        model.get_output_embeddings().weight.mul_(0.5)  # the same shape, other weights
+    model.save_pretrained(other)
+    (wd.models / "large").symlink_to(other)
+    large, own = resolve_prm("confidence:large", wd), resolve_prm(CONFIDENCE, wd)
+    assert large.kind == own.kind == CONFIDENCE and large.path == wd.models / "large"
+    assert resolve_prm(f"confidence:{other}", wd).path == other
+    assert scorer_key(large, None) != scorer_key(own, None)
+    cfg = ScoreConfig(prm=CONFIDENCE, batch_size=4)
+    theirs, ours = (open_scorer(s, cfg).score([PROMPT], [SLIP])[0] for s in (large, own))
+    assert theirs == pytest.approx(_direct_confidence(other, PROMPT, SLIP), rel=1e-4) and theirs != ours
 
 
 def test_confidence_is_the_generators_token_probability_lowest_step_so_far(base_model_dir, tmp_path):

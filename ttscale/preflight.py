@@ -13,12 +13,12 @@ import importlib.metadata
 import logging
 from pathlib import Path
 
-from ttscale.configs.schema import PipelineConfig
+from ttscale.configs.schema import SCORER_NAMES, PipelineConfig, confidence_model
 from ttscale.tasks.problems import ProblemFileError, load_problems
 
-# Named generator models and scorers that are not paths (models.smollm, models.scorers).
+# Named models that are not paths (models.smollm, the embedded models this workdir trains).
 _NAMED_MODELS = {"base", "smollm2"}
-_NAMED_SCORERS = {"trained", "confidence", "oracle", "random"}
+_WORKDIR_MODELS = {"base", "large", "smollm2"}
 
 
 class PreflightError(ValueError):
@@ -60,8 +60,14 @@ def preflight(config: PipelineConfig, workdir: str | Path | None = None) -> list
     elif model not in _NAMED_MODELS and not (Path(model) / "config.json").is_file():
         raise PreflightError(f"generator.model: {model!r} is not a model folder (no config.json there)")
     prm = config.scoring.prm
-    if prm not in _NAMED_SCORERS and not prm.startswith("models:/") and not Path(prm).exists():
-        raise PreflightError(f"scoring.prm: {prm!r} is neither a scorer name ({', '.join(sorted(_NAMED_SCORERS))}), "
+    for key, spec in [("scoring.prm", prm), *(("scoring.baselines", b) for b in config.scoring.baselines)]:
+        reads = confidence_model(spec)
+        if reads is not None and reads not in _WORKDIR_MODELS and not (Path(reads) / "config.json").is_file():
+            raise PreflightError(f"{key}: {spec!r} reads {reads!r}, which is neither a model of the workdir "
+                                 f"({', '.join(sorted(_WORKDIR_MODELS))}) nor a model folder (no config.json there)")
+    named = prm in SCORER_NAMES or confidence_model(prm) is not None or prm.startswith("models:/")
+    if not named and not Path(prm).exists():
+        raise PreflightError(f"scoring.prm: {prm!r} is neither a scorer name ({', '.join(sorted(SCORER_NAMES))}), "
                              "a models:/NAME/VERSION URI nor an existing path")
     return collect.messages
 

@@ -71,8 +71,9 @@ class Workdir:
         return self.root / "reports"
 
     def model_dir(self, name: str) -> Path:
-        """'base' is the trained embedded model, 'smollm2' the converted GGUF, anything else a path."""
-        if name in ("base", "smollm2"):
+        """'base' is the trained embedded model, 'large' the larger one of the FLOPs-matched stage, 'smollm2'
+        the converted GGUF, anything else a path."""
+        if name in ("base", "large", "smollm2"):
             return self.models / name
         return Path(name).expanduser().resolve()
 
@@ -85,7 +86,8 @@ class Workdir:
 
             return convert(path)
         if not path.is_dir():
-            hint = {"base": " (run `ttscale train-base` first)"}
+            hint = {"base": " (run `ttscale train-base` first)",
+                    "large": " (run `ttscale train-large` with large_model set, as in preset flops-matched)"}
             raise FileNotFoundError(f"model not found: {path}{hint.get(name, '')}")
         return path
 
