@@ -179,19 +179,21 @@ def score_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | N
 
 
 def baselines_markdown(main: Measured, others: Sequence[Measured], aggregation: str) -> list[str]:
-    """The PRM beside the scorers that need no training: within-problem AUC and best-of-N weighted per level."""
+    """The PRM beside the scorers that need no training: within-problem AUC, best-of-N weighted and plain
+    best-of-N per level. Both rules, because a scorer whose values sit close together (token confidences)
+    barely moves a weighted vote off majority even where its argmax picks the right candidate."""
     everyone = [main, *others]
     levels = sorted({p.level for p in main.points} | set(main.diagnosis.within_auc))
     n_max = max(p.n for p in main.points)
-    lines = [f"Against the baselines (within-problem AUC; best-of-N weighted ({aggregation}) at N = {n_max}):", "",
+    lines = [f"Against the baselines (within-problem AUC; best-of-N weighted; best-of-N, both ({aggregation}) "
+             f"at N = {n_max}):", "",
              "| level | " + " | ".join(m.name for m in everyone) + " |", "|---|" + "---|" * len(everyone)]
     for level in levels:
         cells = []
         for m in everyone:
-            auc = m.diagnosis.within_auc.get(level, float("nan"))
-            top = next((p for p in m.points if (p.rule, p.aggregation, p.level, p.n)
-                        == ("weighted", aggregation, level, n_max)), None)
-            cells.append(f"{auc:.3f}; {top.accuracy:.3f}" if top else f"{auc:.3f}")
+            at_n = {p.rule: p.accuracy for p in m.points if (p.aggregation, p.level, p.n) == (aggregation, level, n_max)}
+            cells.append("; ".join([f"{m.diagnosis.within_auc.get(level, float('nan')):.3f}"]
+                                   + [f"{at_n[rule]:.3f}" for rule in ("weighted", "best_of_n") if rule in at_n]))
         lines.append(f"| {'all' if level == 0 else level} | " + " | ".join(cells) + " |")
     return lines
 

@@ -79,6 +79,16 @@ def test_pipeline_labels_trains_scores_and_draws_curves(scored_workdir, smoke_co
     assert (workdir / "reports" / f"score-bank-{out['bank_id']}-{out['scorer_id']}.png").stat().st_size > 1000
     report = (workdir / "reports" / f"score-bank-{out['bank_id']}-{out['scorer_id']}.md").read_text()
     assert "| level | trained | confidence | oracle |" in report
+    # each baseline cell is within-problem AUC; weighted; best-of-N at the bank's N, the latter from the curves
+    table = report.split("| level | trained | confidence | oracle |")[1]
+    oracle_all = next(line for line in table.splitlines() if line.startswith("| all |")).split(" | ")[3]
+    auc, weighted, best = (float(x) for x in oracle_all.strip(" |").split("; "))
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        stored = dict(con.execute("SELECT rule, accuracy FROM verifier_curves WHERE scorer_id = ? AND level = 0 AND "
+                                  "aggregation = 'last' AND n = (SELECT max(n) FROM verifier_curves) AND rule IN "
+                                  "('weighted', 'best_of_n')", [ids["oracle"]]).fetchall())
+    assert (weighted, best) == (round(stored["weighted"], 3), round(stored["best_of_n"], 3))
+    assert auc != auc or 0 <= auc <= 1  # nan where no smoke problem has both right and wrong candidates
     assert "| level | within-problem AUC | first-error AUC |" in report and "| first error | ranked first |" in report
 
 
