@@ -152,9 +152,9 @@ def resolve_prm(spec: str, wd: Workdir, generator: GeneratorConfig = GeneratorCo
     model's folder; else a local folder, read in `prm_format` (scoring.prm_format)."""
     if spec in (RANDOM, ORACLE):
         return ScorerSource(spec)
-    if spec == CONFIDENCE or (other := confidence_model(spec)):
-        model = generator.model if spec == CONFIDENCE else other
-        return ScorerSource(CONFIDENCE, wd.require_model(model), generator.chat_template)
+    reads = generator.model if spec == CONFIDENCE else confidence_model(spec)
+    if reads is not None:
+        return ScorerSource(CONFIDENCE, wd.require_model(reads), generator.chat_template)
     if spec == "trained":
         path = wd.models / "prm"
         if not path.is_dir():

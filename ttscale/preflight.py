@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ttscale.configs.schema import SCORER_NAMES, PipelineConfig, confidence_model
 from ttscale.tasks.problems import ProblemFileError, load_problems
+from ttscale.workdir import WORKDIR_MODELS
 
-# Named models that are not paths (models.smollm, the embedded models this workdir trains).
+# Named generator models that are not paths (models.smollm, the embedded base model).
 _NAMED_MODELS = {"base", "smollm2"}
-_WORKDIR_MODELS = {"base", "large", "smollm2"}
 
 
 class PreflightError(ValueError):
@@ -62,9 +62,9 @@ def preflight(config: PipelineConfig, workdir: str | Path | None = None) -> list
     prm = config.scoring.prm
     for key, spec in [("scoring.prm", prm), *(("scoring.baselines", b) for b in config.scoring.baselines)]:
         reads = confidence_model(spec)
-        if reads is not None and reads not in _WORKDIR_MODELS and not (Path(reads) / "config.json").is_file():
+        if reads is not None and reads not in WORKDIR_MODELS and not (Path(reads) / "config.json").is_file():
             raise PreflightError(f"{key}: {spec!r} reads {reads!r}, which is neither a model of the workdir "
-                                 f"({', '.join(sorted(_WORKDIR_MODELS))}) nor a model folder (no config.json there)")
+                                 f"({', '.join(sorted(WORKDIR_MODELS))}) nor a model folder (no config.json there)")
     named = prm in SCORER_NAMES or confidence_model(prm) is not None or prm.startswith("models:/")
     if not named and not Path(prm).exists():
         raise PreflightError(f"scoring.prm: {prm!r} is neither a scorer name ({', '.join(sorted(SCORER_NAMES))}), "

@@ -31,6 +31,10 @@ def quiet_services() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
+# Models named rather than given as a folder: each lives in the workdir's models/<name>.
+WORKDIR_MODELS = frozenset({"base", "large", "smollm2"})
+
+
 @dataclass(frozen=True)
 class Workdir:
     root: Path
@@ -73,7 +77,7 @@ class Workdir:
     def model_dir(self, name: str) -> Path:
         """'base' is the trained embedded model, 'large' the larger one of the FLOPs-matched stage, 'smollm2'
         the converted GGUF, anything else a path."""
-        if name in ("base", "large", "smollm2"):
+        if name in WORKDIR_MODELS:
             return self.models / name
         return Path(name).expanduser().resolve()
 
