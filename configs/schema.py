@@ -200,8 +200,10 @@ class LabelConfig(Frozen):
 class PRMConfig(Frozen):
     """The process reward model: the base model with a scalar head at each step's last token."""
 
-    mode: Literal["head", "lora", "full"] = Field(
-        default="full", description="head: train only the scalar head (frozen base); lora: peft adapters; full")
+    mode: Literal["head", "lora", "full", "surprise"] = Field(
+        default="full", description="head: train only the scalar head (frozen base); lora: peft adapters; full; "
+        "surprise: a head over the frozen generator's summed token surprise and last hidden state "
+        "(models/surprise_prm.py; the one that ranks candidates within a problem on the embedded task)")
     epochs: int = Field(default=8, ge=1, description="most epochs; early stopping may end sooner")
     patience: int = Field(default=2, ge=1, description="epochs without a better validation loss before stopping")
     learning_rate: float = Field(default=3e-4, gt=0)

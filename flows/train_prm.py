@@ -1,7 +1,8 @@
 """Flow `train-prm`: fine-tune the base model into a PRM on the Monte-Carlo step labels.
 
 The story: read the labeled solutions from the warehouse; train with binary
-cross-entropy on the soft labels (early stopping on problems held out whole);
+cross-entropy on the soft labels (a token classifier, or with `prm.mode: surprise` a head
+over the frozen generator's surprise; early stopping on problems held out whole);
 measure step AUC and calibration on those held-out problems; save safetensors and
 register the PRM in MLflow as `ttscale-prm`. Re-running with the same labels and
 settings returns the trained PRM at once.

@@ -28,9 +28,49 @@ from ttscale.models.prm import Encoded, collate
 from ttscale.tasks import arith
 
 
-def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+def token_logprobs(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """log p(target) under each row of logits, without materializing a full log-softmax."""
     return logits.gather(-1, targets[..., None])[..., 0] - torch.logsumexp(logits, -1)
+
+
+def step_members(tokenizer, prompt: str, steps: Sequence[str], delimiter: str = arith.STEP_DELIMITER
+                 ) -> tuple[list[int], list[list[int]]]:
+    """Token ids of prompt + steps as written, and for each step the token indices that fall inside it."""
+    text, spans = prompt, []
+    for i, step in enumerate(steps):
+        spans.append((len(text), len(text) + len(step)))
+        text += step + (delimiter if i < len(steps) - 1 else "")
+    enc = tokenizer(text, return_offsets_mapping=True)
+    offsets = enc["offset_mapping"]
+    members = [[k for k, (a, b) in enumerate(offsets) if k > 0 and b > a and start <= a < end]
+               for start, end in spans]
+    return list(enc["input_ids"]), members
+
+
+class LowestConfidence:
+    """The untrained fold: a step's confidence is exp(mean token log-probability), a prefix scores its lowest."""
+
+    start = 1.0
+
+    def step(self, state: float, mean_lp: float, end_hidden: torch.Tensor) -> tuple[float, float]:
+        lowest = min(state, math.exp(mean_lp))
+        return lowest, lowest
+
+
+class SurpriseFold:
+    """The trained fold (`prm.mode: surprise`, models/surprise_prm.py): surprise summed over the steps so
+    far, and the head's calibrated score from it and the step's last hidden state."""
+
+    start = (0.0, 0.0)  # (summed surprise, largest step surprise) so far
+
+    def __init__(self, head: torch.nn.Module) -> None:
+        self.head = head
+
+    def step(self, state: tuple[float, float], mean_lp: float, end_hidden: torch.Tensor
+             ) -> tuple[tuple[float, float], float]:
+        state = (state[0] - mean_lp, max(state[1], -mean_lp))
+        logit = self.head.logits(end_hidden.cpu(), torch.tensor(state[0]), torch.tensor(state[1]))
+        return state, float(torch.sigmoid(logit))
 
 
 def causal_parameter_count(model_dir: Path) -> int:
@@ -40,10 +80,15 @@ def causal_parameter_count(model_dir: Path) -> int:
 
 
 class ConfidenceScorer:
-    """Step scores from the generator's token log-probabilities; one batched forward pass per solution."""
+    """Step scores from the generator's token log-probabilities; one batched forward pass per solution.
+
+    How steps fold into prefix scores is `fold`: the lowest step confidence so far (the
+    `confidence` scorer, no training), or a trained head over the summed surprise (the
+    surprise PRM), the same forward passes either way."""
 
     def __init__(self, model_dir: Path, batch_size: int = 16, threads: int = 2, chat_template: bool = False,
-                 device: str | None = None) -> None:
+                 device: str | None = None, fold: LowestConfidence | SurpriseFold | None = None) -> None:
+        self.fold = fold or LowestConfidence()
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         if self.device == "cpu":
             torch.set_num_threads(threads)
@@ -61,36 +106,28 @@ class ConfidenceScorer:
                                                   add_generation_prompt=True)
 
     def _encode(self, prompt: str, steps: Sequence[str]) -> tuple[list[int], list[list[int]]]:
-        """Token ids of prompt + steps as written, and for each step the token indices that fall inside it."""
-        text, spans = self._prompt(prompt), []
-        for i, step in enumerate(steps):
-            spans.append((len(text), len(text) + len(step)))
-            text += step + (arith.STEP_DELIMITER if i < len(steps) - 1 else "")
-        enc = self.tokenizer(text, return_offsets_mapping=True)
-        offsets = enc["offset_mapping"]
-        members = [[k for k, (a, b) in enumerate(offsets) if k > 0 and b > a and start <= a < end]
-                   for start, end in spans]
-        return list(enc["input_ids"]), members
+        return step_members(self.tokenizer, self._prompt(prompt), steps)
 
-    def _lowest_so_far(self, hidden: torch.Tensor, ids: torch.Tensor, spans: Sequence[Sequence[Sequence[int]]]
-                       ) -> list[list[float]]:
-        """Per row, for each step (its token columns in `spans[row]`), the lowest step confidence so far.
-        Only the positions that predict a step token go through the LM head (a real vocabulary is large)."""
+    def _fold_steps(self, hidden: torch.Tensor, ids: torch.Tensor, spans: Sequence[Sequence[Sequence[int]]]
+                    ) -> list[tuple[list[float], object]]:
+        """Per row, for each step (its token columns in `spans[row]`), the fold's prefix score, and the fold's
+        state after the last step. Only the positions that predict a step token go through the LM head (a real
+        vocabulary is large). A step without tokens keeps the score before it."""
         rows = torch.tensor([row for row, steps in enumerate(spans) for m in steps for _ in m], dtype=torch.long)
         cols = torch.tensor([k for steps in spans for m in steps for k in m], dtype=torch.long)
         token_lp: list[float] = []
         if len(cols):
             logits = self.model.get_output_embeddings()(hidden[rows.to(self.device), (cols - 1).to(self.device)])
-            token_lp = _token_logprobs(logits.float(), ids[rows, cols].to(self.device)).cpu().tolist()
+            token_lp = token_logprobs(logits.float(), ids[rows, cols].to(self.device)).cpu().tolist()
         out, k = [], 0
-        for steps in spans:
-            lowest, row = 1.0, []
+        for r, steps in enumerate(spans):
+            state, score, row = self.fold.start, 1.0, []
             for m in steps:
                 if m:
-                    lowest = min(lowest, math.exp(sum(token_lp[k : k + len(m)]) / len(m)))
+                    state, score = self.fold.step(state, sum(token_lp[k : k + len(m)]) / len(m), hidden[r, m[-1]])
                 k += len(m)
-                row.append(lowest)
-            out.append(row)
+                row.append(score)
+            out.append((row, state))
         return out
 
     @torch.inference_mode()
@@ -106,7 +143,7 @@ class ConfidenceScorer:
             batch = collate([Encoded(encoded[i][0], []) for i in idx], self.pad_id)
             hidden = self.model.base_model(input_ids=batch["input_ids"].to(self.device),
                                            attention_mask=batch["attention_mask"].to(self.device)).last_hidden_state
-            for i, row in zip(idx, self._lowest_so_far(hidden, batch["input_ids"], [encoded[i][1] for i in idx])):
+            for i, (row, _) in zip(idx, self._fold_steps(hidden, batch["input_ids"], [encoded[i][1] for i in idx])):
                 scores[i] = row
         tokens = [[(m[-1] + 1) if m else 0 for m in e[1]] for e in encoded]
         return scores, tokens
@@ -142,9 +179,9 @@ class ConfidenceScorer:
             hidden = self.model.base_model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device),
                                            position_ids=positions.to(self.device), past_key_values=cache,
                                            use_cache=True).last_hidden_state
-            # the shared steps' lowest confidence (the last member is the empty placeholder)
+            # the fold's state after the shared steps (the last member is the empty placeholder)
             spans = [[[k + width - len(x) for k in m] for m in members[:-1]] for x, members in encoded]
-            lowest = [row[-1] if row else 1.0 for row in self._lowest_so_far(hidden, ids, spans)]
+            states = [state for _, state in self._fold_steps(hidden, ids, spans)]
             owners, tails = [], []
             for row, g in enumerate(batch):
                 for step in groups[g][2]:
@@ -163,8 +200,9 @@ class ConfidenceScorer:
                 past_key_values=cache, use_cache=True).last_hidden_state
             # token j of a tail is predicted by the prefix's last position (j = 0) or by tail token j - 1
             before = torch.cat([hidden[index.to(self.device), -1:], tail_hidden[:, :-1]], dim=1)
-            lp = _token_logprobs(self.model.get_output_embeddings()(before).float(), tail_ids.to(self.device))
+            lp = token_logprobs(self.model.get_output_embeddings()(before).float(), tail_ids.to(self.device))
             lp = (lp * tail_mask.to(self.device)).sum(-1) / tail_mask.sum(-1).to(self.device)
             for k, (row, t) in enumerate(zip(owners, tails)):
-                out[batch[row]].append((min(lowest[row], math.exp(float(lp[k]))), int(prefix_len[k]) + len(t)))
+                _, score = self.fold.step(states[row], float(lp[k]), tail_hidden[k, len(t) - 1])
+                out[batch[row]].append((score, int(prefix_len[k]) + len(t)))
         return out

@@ -2,7 +2,8 @@
 
 Binary cross-entropy on the Monte-Carlo soft labels at each step's last token (the
 positions `models/prm.py` scores at), in three modes: `head` (frozen base, only the scalar
-head learns), `lora` (peft adapters, merged into the weights on save) and `full`.
+head learns), `lora` (peft adapters, merged into the weights on save) and `full`. A fourth,
+`surprise`, trains no token classifier at all (models/surprise_prm.py says why).
 """
 
 from __future__ import annotations
@@ -107,6 +108,10 @@ def train_prm(
     on_epoch: Callable[[int, float, float], None] | None = None,
 ) -> PRMTrainResult:
     """Fine-tune base_dir into a PRM on soft step labels; keep the epoch with the best validation loss."""
+    if cfg.mode == "surprise":  # no fine-tune: a head over the frozen generator's surprise
+        from ttscale.models.surprise_prm import train_surprise
+
+        return train_surprise(cfg, base_dir, solutions, out_dir, on_epoch)
     torch.manual_seed(cfg.seed)
     torch.set_num_threads(cfg.threads)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)

@@ -30,6 +30,7 @@ import mlflow
 
 from ttscale.configs.schema import GeneratorConfig, ScoreConfig, confidence_model
 from ttscale.models.prm import PRM, StepScorer, parameter_count
+from ttscale.models.surprise_prm import SurpriseHead, is_surprise_prm
 from ttscale.tasks import arith
 from ttscale.tasks.sampling import stable_hash
 from ttscale.tasks.tracking import registered_model_path
@@ -60,7 +61,7 @@ class ScorerSource:
 
     def parameters(self) -> int:
         """Parameters a scorer spends FLOPs with (for compute accounting), without loading weights."""
-        if self.kind == "prm" and self.prm_format == "classifier":
+        if self.kind == "prm" and self.prm_format == "classifier" and not is_surprise_prm(self.path):
             return parameter_count(self.path)
         if self.kind in ("prm", CONFIDENCE):
             from ttscale.models.confidence import causal_parameter_count
@@ -142,6 +143,11 @@ def open_scorer(source: ScorerSource, cfg: ScoreConfig) -> StepScorer:
         from ttscale.models.lm_prm import LabelTokenPRM
 
         return LabelTokenPRM(source.path, source.prm_format, cfg.batch_size, cfg.threads)
+    if is_surprise_prm(source.path):  # a trained head over the generator's surprise (models/surprise_prm.py)
+        from ttscale.models.confidence import ConfidenceScorer, SurpriseFold
+
+        return ConfidenceScorer(source.path, cfg.batch_size, cfg.threads,
+                                fold=SurpriseFold(SurpriseHead.load(source.path)))
     return PRM.for_scoring(source.path, cfg)
 
 

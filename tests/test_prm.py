@@ -210,3 +210,40 @@ def test_labeling_counts_rollouts_and_grades_outcomes(base_model_dir: Path):
             assert r["generated_tokens"] == 0
         else:
             assert r["kind"] == "rollouts" and r["rollouts"] == 3 and r["generated_tokens"] > 0 and r["flops"] > 0
+
+
+def test_the_surprise_prm_trains_a_head_over_the_frozen_generators_surprise(base_model_dir: Path, tmp_path: Path):
+    """`prm.mode: surprise`: the generator's weights are saved untouched beside a trained head, the folder
+    opens through the same scorer seam, search's extensions score what whole paths do, and a planted
+    wrong result (a token the generator finds unlikely) scores below the clean step at the same place.
+    (The smoke-trained generator is unsure of much else too, so later steps may recover here; on tiny's
+    base the planted step and every one after it score about 0.01 against the clean ones' 0.98.)"""
+    from ttscale.configs.schema import ScoreConfig
+    from ttscale.models.confidence import ConfidenceScorer, SurpriseFold, causal_parameter_count
+    from ttscale.models.scorers import ScorerSource, open_scorer
+    from ttscale.models.surprise_prm import HEAD_FILE, is_surprise_prm
+
+    train = [s for p in arith.make_split(TaskConfig(n_test=60, seed=11), "test") for s in _planted(p)]
+    out = tmp_path / "surprise"
+    result = train_prm(PRMConfig(mode="surprise", epochs=20, patience=20, batch_size=8, learning_rate=1e-2),
+                       base_model_dir, train, out)
+    assert result.epochs == 20 and result.val_loss[-1] < result.val_loss[0]  # the head learned something
+    assert result.trainable_params < 1000 < result.n_params and result.val_predictions
+    assert is_surprise_prm(out) and (out / HEAD_FILE).exists() and not is_surprise_prm(base_model_dir)
+    saved, base = load_file(str(out / "model.safetensors")), load_file(str(base_model_dir / "model.safetensors"))
+    assert all(torch.equal(saved[k], base[k]) for k in base)  # frozen: the generator's own weights
+    source = ScorerSource("prm", out)
+    assert source.parameters() == causal_parameter_count(base_model_dir)  # charged at the generator's size
+    scorer = open_scorer(source, ScoreConfig(batch_size=4))
+    assert isinstance(scorer, ConfidenceScorer) and isinstance(scorer.fold, SurpriseFold)
+
+    held_out = [s for p in arith.make_split(TaskConfig(n_test=12, seed=12), "test") for s in _planted(p)]
+    clean, bad = held_out[0::2], held_out[1::2]
+    clean_scores = scorer.score([s.prompt for s in clean], [s.steps for s in clean])
+    bad_scores = scorer.score([s.prompt for s in bad], [s.steps for s in bad])
+    assert all(0.0 < x < 1.0 for row in clean_scores + bad_scores for x in row)
+    lower = [b[1] < c[1] - 0.05 for b, c in zip(bad_scores, clean_scores)]
+    assert sum(lower) >= 0.75 * len(lower), (bad_scores, clean_scores)
+    groups = [(s.prompt, s.steps[:2], [s.steps[2], bad[0].steps[2]]) for s in clean[:3]]
+    ext = scorer.score_extensions(groups)
+    assert [row[0][0] for row in ext] == pytest.approx([c[2] for c in clean_scores[:3]], rel=1e-4)
