@@ -211,6 +211,10 @@ class PRMConfig(Frozen):
     val_fraction: float = Field(default=0.2, gt=0, lt=1, description="share of labeled problems held out")
     lora_r: int = Field(default=8, ge=1)
     lora_alpha: int = Field(default=16, ge=1)
+    backbone: Literal["generator", "large"] = Field(
+        default="generator", description="the model the PRM is built on: the generator's (the paper's setup), or "
+        "'large', the ~14x model `train-large` trains (config.large_model): a generator-verifier gap, its "
+        "training and scoring FLOPs charged at its size")
     seed: int = 0
     threads: int = Field(default=2, ge=1)
 
@@ -334,6 +338,13 @@ class ORMConfig(Frozen):
     chains: int = Field(default=2, ge=1)
     length: int = Field(default=4, ge=1)
     training: PRMConfig = PRMConfig(epochs=4)
+
+    @model_validator(mode="after")
+    def _built_on_the_reviser(self) -> "ORMConfig":
+        if self.training.backbone != "generator":
+            raise ValueError("revisions.orm.training.backbone: the ORM is always built on the revision model it "
+                             f"verifies; only prm.backbone may be 'large' (got {self.training.backbone!r})")
+        return self
 
 
 class RevisionConfig(Frozen):
@@ -481,8 +492,10 @@ class PipelineConfig(Frozen):
 
     @property
     def scores_with_large(self) -> bool:
-        """Whether a scorer reads the larger embedded model (which must then be trained before scoring)."""
-        return LARGE_CONFIDENCE in (self.scoring.prm, *self.scoring.baselines)
+        """Whether a scorer reads the larger embedded model (which must then be trained before labels and scoring):
+        its confidence, or the trained PRM built on it."""
+        scorers = (self.scoring.prm, *self.scoring.baselines)
+        return LARGE_CONFIDENCE in scorers or (self.prm.backbone == "large" and "trained" in scorers)
 
     @model_validator(mode="after")
     def _stages_fit_the_task(self) -> "PipelineConfig":
@@ -498,8 +511,10 @@ class PipelineConfig(Frozen):
                              f"problems, and {why}; score with scoring.prm=confidence and drop 'trained' from "
                              "scoring.baselines")
         if self.scores_with_large and self.large_model is None:
-            raise ValueError(f"scoring: {LARGE_CONFIDENCE} reads the larger embedded model, which only a config with "
-                             "large_model trains (preset flops-matched); set large_model or drop confidence:large")
+            what = LARGE_CONFIDENCE if LARGE_CONFIDENCE in (self.scoring.prm, *self.scoring.baselines) else \
+                "the trained PRM (prm.backbone: large)"
+            raise ValueError(f"scoring: {what} reads the larger embedded model, which only a config with large_model "
+                             "trains (preset flops-matched); set large_model, or score without it")
         if self.scoring.prm == "oracle" and kind != "arith":
             raise ValueError(f"scoring.prm=oracle checks the embedded task's steps exactly; task.kind={kind} has "
                              "no exact step checks (as a baseline it is skipped on other tasks)")

@@ -53,13 +53,13 @@ def pipeline(preset: PresetChoice = PresetChoice(), config: PipelineConfig | Non
         out["bank_id"] = sample_bank(config=config, workdir=workdir)
         # An external PRM (scoring.prm = a path or models:/NAME/VERSION) or a scorer without training
         # (confidence, oracle, random) needs neither 3 nor 4, unless the trained PRM is a baseline beside it.
+        if config.scores_with_large:  # a scorer reads the larger model (step 13's): train it before the PRM
+            out["large_model"] = train_large(config=config, workdir=workdir)
         if "trained" in (config.scoring.prm, *config.scoring.baselines):
             # 3. Monte-Carlo step labels on the train split: the PRM's training data.
             out["label_bank_id"] = label_steps(config=config, workdir=workdir)
-            # 4. The PRM: the base model with a scalar head, trained on the soft labels.
+            # 4. The PRM: a scalar head on the base model (or on the larger one), trained on the soft labels.
             out["prm"] = train_prm(config=config, workdir=workdir)
-        if config.scores_with_large:  # a scorer reads the larger model (step 13's): train it before scoring
-            out["large_model"] = train_large(config=config, workdir=workdir)
         # 5. Score every bank candidate; accuracy vs N per selection rule and aggregation.
         out["scorer_id"] = score_bank(config=config, workdir=workdir)
         # 6. Search against the PRM: best-of-N, beam, lookahead, DVTS; accuracy vs budget.

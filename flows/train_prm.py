@@ -55,11 +55,12 @@ def train_prm(preset: PresetChoice = PresetChoice(), config: PipelineConfig | No
     config = preset.resolve(config)
     logger = get_run_logger()
     wd = Workdir.at(workdir)
-    base_dir = wd.require_model(config.generator.model)
-    base_fingerprint = fingerprint(base_dir)
-    label_bank = label_bank_id(base_fingerprint, config.labels)
+    # The labels are the generator's rollouts; the PRM is built on the generator or on the larger model.
+    generator_fingerprint = fingerprint(wd.require_model(config.generator.model))
+    base_dir = wd.require_model(config.generator.model if config.prm.backbone == "generator" else "large")
+    label_bank = label_bank_id(generator_fingerprint, config.labels)
     out = wd.models / "prm"
-    key = stable_hash(STAGE, label_bank, config.prm.model_dump(), base_fingerprint)
+    key = stable_hash(STAGE, label_bank, config.prm.model_dump(), fingerprint(base_dir))
     if trained_record(out, key) is not None:
         logger.info("PRM already trained on labels %s with these settings: %s", label_bank, out)
         return str(out)

@@ -7,6 +7,7 @@ than the default dynamic one on CPU for the embedded model.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -18,6 +19,9 @@ from ttscale.configs.schema import GeneratorConfig
 from ttscale.models.generator import Completion, SamplingSpec, cut_at_stop, rendered
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16, "auto": "auto"}
+# transformers builds a model on the meta device and then fills it; two threads doing that at once (fan-out's
+# shard workers on threads) raced under load: "Cannot copy out of meta tensor" (12-04). One load at a time.
+_LOADING = threading.Lock()
 
 
 class HFGenerator:
@@ -30,7 +34,9 @@ class HFGenerator:
         if self.tokenizer.pad_token_id is None:
             self.tokenizer.pad_token = self.tokenizer.eos_token
         dtype = _DTYPES[cfg.dtype] if self.device == "cuda" else torch.float32
-        self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype, use_safetensors=True).to(self.device).eval()
+        with _LOADING:
+            self.model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=dtype,
+                                                              use_safetensors=True).to(self.device).eval()
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.segment_tokens = cfg.segment_tokens
 

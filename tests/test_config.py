@@ -110,6 +110,19 @@ def test_the_forms_short_way_is_validated_as_the_cli_validates():
     assert str(form.value) == str(cli.value) and "task.path" in str(form.value)
 
 
+def test_a_prm_on_the_larger_backbone_needs_the_config_that_trains_it():
+    """prm.backbone: large builds the trained PRM on the FLOPs-matched stage's model, so the pipeline must train
+    that model first (scores_with_large), a config without one is refused in one line, and the ORM, always built
+    on the reviser, refuses a backbone it would ignore."""
+    large = ["scoring.baselines=[trained, oracle]", "prm.backbone=large"]
+    assert load_config("flops-matched", large).scores_with_large
+    assert not load_config("flops-matched", ["scoring.baselines=[oracle]", "prm.backbone=large"]).scores_with_large
+    with pytest.raises(ConfigError, match=r"the trained PRM \(prm.backbone: large\) reads the larger"):
+        load_config("tiny", ["prm.backbone=large"])
+    with pytest.raises(ConfigError, match="the ORM is always built on the revision model"):
+        load_config("flops-matched", ["revisions.orm.training.backbone=large"])
+
+
 def test_a_scorer_is_a_name_or_another_models_confidence(tmp_path: Path):
     """scoring.prm and scoring.baselines take the named scorers, confidence:MODEL (another model's token
     probabilities), and nothing else; confidence:large needs the config that trains the larger model."""
