@@ -116,7 +116,8 @@ def test_a_prm_on_the_larger_backbone_needs_the_config_that_trains_it():
     on the reviser, refuses a backbone it would ignore."""
     large = ["scoring.baselines=[trained, oracle]", "prm.backbone=large"]
     assert load_config("flops-matched", large).scores_with_large
-    assert not load_config("flops-matched", ["scoring.baselines=[oracle]", "prm.backbone=large"]).scores_with_large
+    assert not load_config("flops-matched", ["scoring.prm=confidence", "scoring.baselines=[oracle]",
+                                             "prm.backbone=large"]).scores_with_large
     with pytest.raises(ConfigError, match=r"the trained PRM \(prm.backbone: large\) reads the larger"):
         load_config("tiny", ["prm.backbone=large"])
     with pytest.raises(ConfigError, match="the ORM is always built on the revision model"):
@@ -127,7 +128,8 @@ def test_a_scorer_is_a_name_or_another_models_confidence(tmp_path: Path):
     """scoring.prm and scoring.baselines take the named scorers, confidence:MODEL (another model's token
     probabilities), and nothing else; confidence:large needs the config that trains the larger model."""
     assert load_config("flops-matched").scores_with_large
-    assert not load_config("flops-matched", ["scoring.baselines=[trained, oracle]"]).scores_with_large
+    assert not load_config("flops-matched", ["scoring.baselines=[trained, oracle]",
+                                             "prm.backbone=generator"]).scores_with_large
     with pytest.raises(ConfigError, match="confidence:large reads the larger embedded model"):
         load_config("tiny", ["scoring.baselines=[trained, 'confidence:large']"])
     for bad in ("confidence:", "confidenc", "large"):
