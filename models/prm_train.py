@@ -52,6 +52,27 @@ class PRMTrainResult:
     val_labels: list[float] = field(default_factory=list)
 
 
+@dataclass
+class BestEpoch:
+    """Early stopping on held-out loss: keeps the best epoch's weights, says when patience has run out."""
+
+    patience: int
+    best: float = float("inf")
+    state: dict | None = None
+    stale: int = 0
+
+    def stop_after(self, epoch: int, val_loss: float, module: torch.nn.Module, result: "PRMTrainResult") -> bool:
+        if val_loss < self.best - 1e-5:
+            self.best, self.state, self.stale, result.best_epoch = val_loss, copy.deepcopy(module.state_dict()), 0, epoch
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self, module: torch.nn.Module) -> None:
+        if self.state is not None:
+            module.load_state_dict(self.state)
+
+
 def save_trained(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, out_dir: Path, merge_lora: bool) -> None:
     """Save a fine-tuned model as an ordinary safetensors folder; LoRA adapters are merged in first,
     so every loader (and vLLM) reads it like any other model."""
@@ -166,7 +187,7 @@ def train_prm(
     result = PRMTrainResult(epochs=0, best_epoch=0, n_params=sum(p.numel() for p in model.parameters()),
                             trainable_params=sum(p.numel() for p in params))
     rng = random.Random(cfg.seed)
-    best_loss, best_state, stale = float("inf"), None, 0
+    best = BestEpoch(cfg.patience)
     model.train()
     n_batches = math.ceil(len(train_set) / cfg.batch_size)
     for epoch in range(1, cfg.epochs + 1):
@@ -189,14 +210,9 @@ def train_prm(
         result.epochs = epoch
         if on_epoch is not None:
             on_epoch(epoch, train_loss, val_loss)
-        if val_loss < best_loss - 1e-5:
-            best_loss, best_state, stale, result.best_epoch = val_loss, copy.deepcopy(model.state_dict()), 0, epoch
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    if best_state is not None:
-        model.load_state_dict(best_state)
+        if best.stop_after(epoch, val_loss, model, result):
+            break
+    best.restore(model)
     if val_set:
         _, result.val_predictions, result.val_labels = evaluate(val_items)
     save_trained(model, tokenizer, out_dir, merge_lora=cfg.mode == "lora")

@@ -27,7 +27,6 @@ The saved folder is the generator's causal LM (its tokenizer, config, weights) p
 
 from __future__ import annotations
 
-import copy
 import json
 import math
 import random
@@ -97,7 +96,7 @@ def step_features(model: torch.nn.Module, tokenizer, prompt: str, steps: Sequenc
 def train_surprise(cfg: PRMConfig, base_dir: Path, solutions: Sequence, out_dir: Path,
                    on_epoch: Callable[[int, float, float], None] | None = None):
     """Fit the head on soft step labels over the frozen generator; keep the epoch with the best held-out loss."""
-    from ttscale.models.prm_train import PRMTrainResult, split_by_problem
+    from ttscale.models.prm_train import BestEpoch, PRMTrainResult, split_by_problem
     from ttscale.tasks.arith import STEP_DELIMITER
 
     torch.manual_seed(cfg.seed)
@@ -128,7 +127,7 @@ def train_surprise(cfg: PRMConfig, base_dir: Path, solutions: Sequence, out_dir:
                             trainable_params=sum(p.numel() for p in head.parameters()),
                             tokens=0)
     rng = random.Random(cfg.seed)
-    best, best_state, stale = float("inf"), None, 0
+    best = BestEpoch(cfg.patience)
     for epoch in range(1, cfg.epochs + 1):
         order = list(range(len(train_items)))
         rng.shuffle(order)
@@ -146,14 +145,9 @@ def train_surprise(cfg: PRMConfig, base_dir: Path, solutions: Sequence, out_dir:
         result.epochs = epoch
         if on_epoch is not None:
             on_epoch(epoch, total / count, val_loss)
-        if val_loss < best - 1e-5:
-            best, best_state, stale, result.best_epoch = val_loss, copy.deepcopy(head.state_dict()), 0, epoch
-        else:
-            stale += 1
-            if stale >= cfg.patience:
-                break
-    if best_state is not None:
-        head.load_state_dict(best_state)
+        if best.stop_after(epoch, val_loss, head, result):
+            break
+    best.restore(head)
     # The forward passes that made the features are the training compute (the head's own is negligible);
     # the record charges them at 6 P per token like a fine-tune's, which overstates a frozen pass 3x.
     result.tokens = sum(len(tokenizer(s.prompt + STEP_DELIMITER.join(s.steps))["input_ids"]) for s in train_set)
