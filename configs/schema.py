@@ -290,6 +290,11 @@ class RevisionDataConfig(Frozen):
     reference_targets: bool = Field(
         default=False, description="also use the task's reference solution as a target (for a model too weak to "
         "solve many train problems itself; the paper uses only the model's own correct samples)")
+    context: Literal["samples", "slips"] = Field(
+        default="samples", description="what a trajectory's earlier attempts are: `samples`, the problem's own "
+        "incorrect samples nearest the target (the paper); `slips`, the target with one step miscomputed and the "
+        "rest derived from it (tasks.arith.slipped; the embedded task only), the wrong attempt whose first wrong "
+        "step the target corrects")
     problems_per_chunk: int = Field(default=50, ge=1)
 
 
@@ -515,6 +520,9 @@ class PipelineConfig(Frozen):
                 "the trained PRM (prm.backbone: large)"
             raise ValueError(f"scoring: {what} reads the larger embedded model, which only a config with large_model "
                              "trains (preset flops-matched); set large_model, or score without it")
+        if self.revisions.data.context == "slips" and kind != "arith":
+            raise ValueError(f"revisions.data.context=slips miscomputes one step of the embedded task's derivations; "
+                             f"task.kind={kind} has no exact steps to slip: use revisions.data.context=samples")
         if self.scoring.prm == "oracle" and kind != "arith":
             raise ValueError(f"scoring.prm=oracle checks the embedded task's steps exactly; task.kind={kind} has "
                              "no exact step checks (as a baseline it is skipped on other tasks)")

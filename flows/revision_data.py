@@ -23,7 +23,8 @@ from ttscale.configs.schema import PipelineConfig, RevisionDataConfig
 from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.generator import SamplingSpec, open_generator
 from ttscale.tasks.problems import load_problems, train_problems
-from ttscale.tasks.revisions import Trajectory, trajectories, trajectories_table
+from ttscale.tasks import arith
+from ttscale.tasks.revisions import Trajectory, slip_trajectories, trajectories, trajectories_table
 from ttscale.tasks.sampling import pending, problems_table, sample_chunk, stable_hash
 from ttscale.tasks.tracking import log_metrics
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
@@ -40,19 +41,27 @@ def data_spec(cfg: RevisionDataConfig) -> SamplingSpec:
 def data_ids(base_fingerprint: str, cfg: RevisionDataConfig) -> tuple[str, str]:
     """(solutions bank id, trajectory set id): the second also depends on how trajectories are built."""
     bank = stable_hash(STAGE, base_fingerprint, asdict(data_spec(cfg)))
-    return bank, stable_hash(bank, cfg.max_context, cfg.trajectories_per_problem, cfg.reference_targets, cfg.seed)
+    built = (cfg.max_context, cfg.trajectories_per_problem, cfg.reference_targets, cfg.seed)
+    # the default context leaves the ids of earlier runs as they were
+    return bank, stable_hash(bank, *built, *(() if cfg.context == "samples" else (cfg.context,)))
 
 
 @task(cache_policy=NO_CACHE)
-def build_trajectories(rows: list[dict], cfg: RevisionDataConfig) -> list[Trajectory]:
+def build_trajectories(rows: list[dict], cfg: RevisionDataConfig, questions: dict[str, str]) -> list[Trajectory]:
     by_problem: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         by_problem[r["problem_id"]].append(r)
     out: list[Trajectory] = []
     for problem_id, group in sorted(by_problem.items()):
         rng = random.Random(stable_hash(cfg.seed, problem_id))  # per problem: independent of chunking
-        out += trajectories(problem_id, [r["text"] for r in group], [r["correct"] for r in group],
-                            cfg.max_context, cfg.trajectories_per_problem, rng)
+        if cfg.context == "slips":
+            question = questions[problem_id]
+            out += slip_trajectories(problem_id, [r["text"] for r in group if r["correct"]],
+                                     lambda text, r: arith.slipped(question, text, r), cfg.max_context,
+                                     cfg.trajectories_per_problem, rng)
+        else:
+            out += trajectories(problem_id, [r["text"] for r in group], [r["correct"] for r in group],
+                                cfg.max_context, cfg.trajectories_per_problem, rng)
     return out
 
 
@@ -94,7 +103,7 @@ def revision_data(preset: PresetChoice = PresetChoice(), config: PipelineConfig 
             if cfg.reference_targets:
                 rows += [{"problem_id": p.problem_id, "text": p.meta["reference_solution"], "correct": True}
                          for p in problems if p.meta.get("reference_solution")]
-            built = build_trajectories(rows, cfg)
+            built = build_trajectories(rows, cfg, {p.problem_id: p.question for p in problems})
             wh.insert("revision_trajectories", trajectories_table(built, data_id))
             stats = wh.query(
                 "SELECT count(*) AS trajectories, count(DISTINCT problem_id) AS problems, "

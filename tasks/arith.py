@@ -180,3 +180,38 @@ def step_truth(question: str, steps: list[str]) -> list[str | None]:
         out.append(error)
         remaining, value = countdown, result  # the next step is checked against this one as written
     return out
+
+
+def slipped(question: str, text: str, rng: random.Random) -> str | None:
+    """A right derivation with exactly one wrong step: step k's result miscomputed, every step after it
+    right from that wrong value (the answer line too). It is the wrong attempt a revision should learn
+    to repair (keep what is right up to step k, redo step k, continue), built for a revision model whose
+    own samples hold too few wrong attempts of that shape. The slip is the generator's kind: on `#` one
+    result digit replaced, on `+` a carry dropped or added (plus or minus 10, 100 or 1000). None when
+    `text` is not a right derivation of `question`."""
+    head = _INIT.search(question)
+    steps = [s.strip() for s in text.split(STEP_DELIMITER) if s.strip()]
+    if head is None or not steps or any(step_truth(question, steps)) or _ANSWER_LINE.match(steps[-1]) is None:
+        return None
+    sym, key = head[2], int(head[3])
+    step = next(fn for _, s, fn in OPS.values() if s == sym)
+    parsed = [_STEP.match(s) for s in steps[:-1]]
+    if not parsed:
+        return None
+    k = rng.randrange(len(parsed))
+    value = int(parsed[k][2])
+    result = step(value, key)
+    if sym == "#":
+        place = 10 ** rng.randrange(4)
+        digit = result // place % 10
+        wrong = result + (rng.choice([d for d in range(10) if d != digit]) - digit) * place
+    else:
+        wrong = (result + rng.choice([-1, 1]) * 10 ** rng.randint(1, 3)) % MODULUS
+    out = steps[:k]
+    for i, m in enumerate(parsed[k:]):
+        value = int(m[2]) if i == 0 else value
+        result = wrong if i == 0 else step(value, key)
+        out.append(STEP_TEMPLATE.format(remaining=int(m[1]), value=value, sym=sym, key=key, result=result))
+        value = result
+    out.append(ANSWER_TEMPLATE.format(answer=value))
+    return solution(out)

@@ -107,6 +107,23 @@ def trajectories(problem_id: str, texts: Sequence[str], correct: Sequence[bool],
     return out
 
 
+def slip_trajectories(problem_id: str, targets: Sequence[str], slip: Callable[[str, random.Random], str | None],
+                      max_context: int, per_problem: int, rng: random.Random) -> list[Trajectory]:
+    """Up to `per_problem` trajectories whose earlier attempts are slips of their target: k ~ 0..max_context
+    copies of the target, each with one step miscomputed (`slip`, e.g. tasks.arith.slipped) and the rest
+    derived from it, farthest from the target first. Unlike the sampled contexts, every attempt here differs
+    from the target from one known step on, so what the model can learn is the edit the paper wants: keep
+    the steps before the slip, redo the slip, continue."""
+    out: list[Trajectory] = []
+    pool = list(targets)
+    rng.shuffle(pool)
+    for target in pool[:per_problem]:
+        slips = [s for _ in range(rng.randint(0, max_context)) if (s := slip(target, rng)) is not None]
+        chosen = sorted(((Levenshtein.distance(s, target), s) for s in slips), reverse=True)
+        out.append(Trajectory(problem_id, target, tuple(s for _, s in chosen), tuple(d for d, _ in chosen)))
+    return out
+
+
 TRAJECTORY_SCHEMA = pa.schema([
     ("trajectory_id", pa.string()), ("data_id", pa.string()), ("problem_id", pa.string()),
     ("context", pa.list_(pa.string())), ("distances", pa.list_(pa.int32())), ("target", pa.string()),

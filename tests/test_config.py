@@ -85,6 +85,9 @@ def test_revision_settings_that_cannot_work_are_refused(tmp_path: Path):
     bad.write_text("revisions:\n  chains:\n    rule: best_guess\n")
     with pytest.raises(ConfigError, match="revisions.chains.rule"):
         load_config(str(bad))
+    assert load_config("tiny", ["revisions.data.context=slips"]).revisions.data.context == "slips"
+    with pytest.raises(ConfigError, match="task.kind=gsm8k has no exact steps to slip"):
+        load_config("tiny", ["revisions.data.context=slips", "task.kind=gsm8k", "generator.model=smollm2"])
 
 
 def test_the_forms_short_way_is_validated_as_the_cli_validates():

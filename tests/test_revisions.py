@@ -21,8 +21,11 @@ from ttscale.models.reviser import ContextRoom, context_length
 from ttscale.tasks.metrics import wilson
 from ttscale.tasks.problems import Problem
 from ttscale.tasks.revision_sweep import ChainAttempt, grid, select, sweep
-from ttscale.tasks.revisions import (ATTEMPT_SEPARATOR, fitted, next_round, revision_prompt, staircase, trajectories,
-                             window)
+from ttscale.tasks import arith
+from ttscale.tasks.reports.revision import RevisionFindings
+from ttscale.tasks.revisions import (ATTEMPT_SEPARATOR, Attempt, attempts_table, fitted, next_round, revision_prompt,
+                             slip_trajectories, staircase, trajectories, window)
+from ttscale.warehouse.store import Warehouse
 from ttscale.tasks.sampling import prompt_for
 
 CORRECT = "01: 1111+0001=1112\n\n00: 1112+0001=1113\n\nans=1113"
@@ -54,6 +57,66 @@ def test_trajectories_order_by_edit_distance_and_never_show_a_correct_answer():
     assert all(len(t.context) <= 1 for t in trajectories("p", [CORRECT, WRONG[0]], [True, False], 4, 3, random.Random(0)))
     assert trajectories("p", WRONG, [False] * len(WRONG), 4, 3, random.Random(0)) == []
     assert len(trajectories("p", [CORRECT] * 9, [True] * 9, 4, 3, random.Random(0))) == 3
+
+
+@pytest.mark.parametrize("question", ["rule\n\n02: init+0001=1111", "rule\n\n05: init#0357=4821"])
+def test_a_slip_is_one_wrong_step_and_the_rest_derived_from_it(question: str):
+    """The synthetic wrong attempt: exactly one miscomputed step, every other step right given the one before."""
+    steps = []
+    head = arith._INIT.search(question)
+    remaining, sym, key, value = int(head[1]), head[2], int(head[3]), int(head[4])
+    fn = next(f for _, s, f in arith.OPS.values() if s == sym)
+    for r in range(remaining - 1, -1, -1):
+        steps.append(arith.STEP_TEMPLATE.format(remaining=r, value=value, sym=sym, key=key, result=fn(value, key)))
+        value = fn(value, key)
+    right = arith.solution(steps + [arith.ANSWER_TEMPLATE.format(answer=value)])
+    assert arith.grade(right, f"{value:04d}")[1]
+    wrong_steps_seen = set()
+    for seed in range(40):
+        slip = arith.slipped(question, right, random.Random(seed))
+        errors = arith.step_truth(question, slip.split(arith.STEP_DELIMITER))
+        assert [e for e in errors if e] == ["arithmetic"]  # one wrong step, of the arithmetic kind
+        wrong_steps_seen.add(errors.index("arithmetic"))
+        assert not arith.grade(slip, f"{value:04d}")[1]  # and so a wrong answer
+    assert wrong_steps_seen == set(range(remaining))  # any step can slip
+    assert arith.slipped(question, "nonsense", random.Random(0)) is None
+    assert arith.slipped(question, right.replace("ans=", "ans=9"), random.Random(0)) is None  # not a right derivation
+
+
+def test_slip_trajectories_hold_only_slips_of_their_target_farthest_first():
+    slip = lambda text, rng: text.replace("1113", f"{rng.randrange(1000, 1113)}")  # noqa: E731
+    sizes = set()
+    for seed in range(30):
+        for t in slip_trajectories("p", [CORRECT] * 3, slip, max_context=4, per_problem=2, rng=random.Random(seed)):
+            assert t.target == CORRECT and CORRECT not in t.context and len(t.context) <= 4
+            assert list(t.distances) == sorted(t.distances, reverse=True)
+            assert list(t.distances) == [Levenshtein.distance(c, CORRECT) for c in t.context]
+            sizes.add(len(t.context))
+    assert sizes == {0, 1, 2, 3, 4}
+    assert slip_trajectories("p", [], slip, 4, 2, random.Random(0)) == []
+
+
+def test_transitions_count_what_independent_attempts_would_give(tmp_path: Path):
+    """The null a reviser must beat: each attempt after the first is expected to be right as often as its
+    problem's turn-0 attempts (leaving out the one before it); a reviser that fixes every wrong attempt
+    beats it, one that ignores its context does not."""
+    # problem a: turn 0 right in 1 of 4 chains; every attempt after a wrong one right, after a right one right
+    # problem b: turn 0 right in 2 of 4; attempts copy the one before them (correct stays correct, wrong stays wrong)
+    chains = {("a", 0): [0, 1], ("a", 1): [0, 1], ("a", 2): [0, 1], ("a", 3): [1, 1],
+              ("b", 0): [1, 1], ("b", 1): [1, 1], ("b", 2): [0, 0], ("b", 3): [0, 0]}
+    rows = [Attempt(p, c, i, "x", None, bool(ok), 1, 1) for (p, c), oks in chains.items() for i, ok in enumerate(oks)]
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        wh.insert("revision_attempts", attempts_table(rows, "cs", "run", 10))
+        t = wh.query("SELECT * FROM revision_transitions WHERE chain_set_id = 'cs'").to_pylist()[0]
+        assert (t["after_incorrect"], t["incorrect_to_correct"], t["after_correct"], t["correct_to_incorrect"]) == (5, 3, 3, 0)
+        # after a wrong turn 0, its problem's other three turn-0 attempts: a 1/3 (x3), b 2/3 (x2)
+        assert t["independent_incorrect_to_correct"] == pytest.approx(3 * 1 / 3 + 2 * 2 / 3)
+        # after a right turn 0: a's other three 0/3 right, b's 1/3 right (x2)
+        assert t["independent_correct_to_incorrect"] == pytest.approx(1.0 + 2 * (2 / 3))
+        found = RevisionFindings(rule="orm_hier", budget=2, curves=[], turns=[], transitions=t,
+                                 pairs=wh.query("SELECT * FROM revision_pairs").to_pylist())
+    fixes = found.context_gain(after=False)
+    assert fixes.problems == 2 and fixes.effect == pytest.approx(((1 - 1 / 3) + (0 - 2 / 3)) / 2)
 
 
 def _problem(pid: str = "p1") -> Problem:

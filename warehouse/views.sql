@@ -136,19 +136,35 @@ GROUP BY GROUPING SETS ((a.chain_set_id, p.level, a.position), (a.chain_set_id, 
 HAVING grouping(p.level) = 1 OR p.level > 0
 ORDER BY 1, 2, 3;
 
--- How attempts change the answer's correctness from one turn to the next.
-CREATE OR REPLACE VIEW revision_transitions AS
+-- Every attempt after the first of its chain, with whether the attempt before it was correct and the
+-- chance it would be correct if it ignored the attempts before it: its problem's accuracy at turn 0
+-- (no context) in the same chain set, leaving out the attempt before it when that one is at turn 0.
+-- That chance is the null a reviser must beat to show it uses its earlier attempts.
+CREATE OR REPLACE VIEW revision_pairs AS
 WITH pairs AS (
-    SELECT chain_set_id, problem_id, correct,
+    SELECT chain_set_id, problem_id, chain, position, correct,
            lag(correct) OVER (PARTITION BY chain_set_id, problem_id, chain ORDER BY position) AS before
     FROM revision_attempts
+), first_turn AS (
+    SELECT chain_set_id, problem_id, sum(correct::INT) AS solved, count(*) AS attempts
+    FROM revision_attempts WHERE position = 0 GROUP BY ALL
 )
+SELECT p.*, (f.solved - CASE WHEN p.position = 1 AND p.before THEN 1 ELSE 0 END)
+            / nullif(f.attempts - CASE WHEN p.position = 1 THEN 1 ELSE 0 END, 0) AS p_independent
+FROM pairs p JOIN first_turn f USING (chain_set_id, problem_id)
+WHERE p.before IS NOT NULL;
+
+-- How attempts change the answer's correctness from one turn to the next; `independent_*` are the
+-- counts expected if every attempt ignored the ones before it (revision_pairs.p_independent).
+CREATE OR REPLACE VIEW revision_transitions AS
 SELECT chain_set_id,
        count(*) FILTER (WHERE before) AS after_correct,
        count(*) FILTER (WHERE before AND NOT correct) AS correct_to_incorrect,
        count(*) FILTER (WHERE NOT before) AS after_incorrect,
-       count(*) FILTER (WHERE NOT before AND correct) AS incorrect_to_correct
-FROM pairs WHERE before IS NOT NULL
+       count(*) FILTER (WHERE NOT before AND correct) AS incorrect_to_correct,
+       sum(1 - p_independent) FILTER (WHERE before) AS independent_correct_to_incorrect,
+       sum(p_independent) FILTER (WHERE NOT before) AS independent_incorrect_to_correct
+FROM revision_pairs
 GROUP BY chain_set_id;
 
 -- The findings of the most recent report: one row per finding with its verdict and strongest comparison.

@@ -18,6 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
+from ttscale.tasks.comparison import Comparison, paired  # noqa: E402
 from ttscale.tasks.metrics import powers_of_two  # noqa: E402
 from ttscale.tasks.reports.bank import save_figure  # noqa: E402
 from ttscale.warehouse.store import Warehouse  # noqa: E402
@@ -33,6 +34,7 @@ class RevisionFindings:
     turns: list[dict]  # revision_turns rows of this chain set
     transitions: dict
     base_pass: dict[int, float] = field(default_factory=dict)  # level (0 = all) -> base model pass@1
+    pairs: list[dict] = field(default_factory=list)  # revision_pairs rows of this chain set
 
     @classmethod
     def read(cls, wh: Warehouse, chain_set_id: str, run_id: str, problem_ids: Sequence[str], bank: str,
@@ -47,9 +49,26 @@ class RevisionFindings:
                         "WHERE c.bank_id = ? AND list_contains(?, c.problem_id) "
                         "GROUP BY GROUPING SETS ((p.level), ()) HAVING grouping(p.level) = 1 OR p.level > 0",
                         [bank, list(problem_ids)]).to_pylist()
+        pairs = wh.query("SELECT problem_id, correct, before, p_independent FROM revision_pairs "
+                         "WHERE chain_set_id = ? AND p_independent IS NOT NULL", [chain_set_id]).to_pylist()
         rules = {r["rule"] for r in curves}
         return cls(rule if rule in rules else "majority_hier", max((r["budget"] for r in curves), default=1),
-                   curves, turns, transitions, {r["level"]: r["pass_at_1"] for r in base if r["pass_at_1"] is not None})
+                   curves, turns, transitions, {r["level"]: r["pass_at_1"] for r in base if r["pass_at_1"] is not None},
+                   pairs)
+
+    def context_gain(self, after: bool) -> Comparison:
+        """Attempts right after an incorrect (`after=False`) or a correct one: how often they are correct
+        against how often they would be if they ignored their context (the problem's turn-0 accuracy),
+        paired by problem. Above zero after an incorrect attempt means the reviser uses what it saw."""
+        observed: dict[str, list[float]] = {}
+        chance: dict[str, list[float]] = {}
+        for r in self.pairs:
+            if r["before"] == after:
+                observed.setdefault(r["problem_id"], []).append(float(r["correct"]))
+                chance.setdefault(r["problem_id"], []).append(float(r["p_independent"]))
+        return paired(observed, chance, finding=4, claim="attempts use their context", a_name="reviser",
+                      b_name="independent attempts", stratum=f"after {'a correct' if after else 'an incorrect'} attempt",
+                      decides=False)
 
     @property
     def levels(self) -> list[int]:
@@ -81,6 +100,15 @@ class RevisionFindings:
             out.append(f"Revisions turn correct answers incorrect: {share:.1%} of attempts after a correct one "
                        f"({t['correct_to_incorrect']} of {t['after_correct']}; paper ~{PAPER_CORRECT_TO_INCORRECT:.0%}); "
                        f"incorrect to correct: {back:.1%} ({t['incorrect_to_correct']} of {t['after_incorrect']}).")
+        if self.pairs:
+            for after in (False, True):
+                c = self.context_gain(after)
+                if c.problems:
+                    meaning = {"reproduced": "the reviser uses what it saw", "contradicted": "what it saw hurts it",
+                               }.get(c.verdict, "no evidence that its context matters")
+                    out.append(f"Attempts {c.stratum} are correct {c.effect:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}] more "
+                               f"often than the same problems' turn-0 attempts, which see no context (paired by "
+                               f"problem, {c.problems} problems): {meaning}.")
         first, fifth = self.turn(0, 0), self.turn(0, 4)
         if first:
             base = f"; the base model's pass@1 on these problems is {self.base_pass[0]:.3f}" if 0 in self.base_pass else ""
@@ -105,6 +133,9 @@ def revision_metrics(found: RevisionFindings) -> list[tuple[str, float, int]]:
     if t.get("after_correct"):
         out += [("revision_correct_to_incorrect", t["correct_to_incorrect"] / t["after_correct"], 0),
                 ("revision_incorrect_to_correct", t["incorrect_to_correct"] / max(1, t["after_incorrect"]), 0)]
+    if t.get("after_incorrect") and t.get("independent_incorrect_to_correct") is not None:
+        out.append(("revision_incorrect_to_correct_if_independent",
+                    t["independent_incorrect_to_correct"] / t["after_incorrect"], 0))
     return out
 
 
