@@ -26,6 +26,7 @@ from ttscale.tasks.findings import (Finding, allocation_comparisons, easy_and_ha
                             findings_table_rows, problem_levels, revision_comparisons, search_comparisons,
                             stored_revision_outcomes, stored_search_outcomes, verifier_budgets,
                             verifier_comparisons)
+from ttscale.tasks.reports.bank import unlearned_warning
 from ttscale.tasks.reports.findings import findings_markdown, plot_forest
 from ttscale.tasks.reports.revision import RevisionFindings
 from ttscale.tasks.sampling import stable_hash
@@ -99,6 +100,11 @@ def report(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
         found.append(Finding(6, tuple(exchange_comparisons(rows, seed))))
 
         warnings = capped_models(wd)
+        if config.generator.model == "base":
+            by_level = wh.query("SELECT p.level, avg(c.correct::INT) AS pass_at_1 FROM candidates c JOIN problems p "
+                                "USING (problem_id) WHERE c.bank_id = ? GROUP BY 1", [bank]).to_pylist()
+            if warning := unlearned_warning({r["level"]: r["pass_at_1"] for r in by_level if r["level"]}, "base"):
+                warnings.append(warning)
         ids = {"bank_id": bank, "scorer_id": scorer_id}
         run_id = stable_hash(STAGE, bank, scorer_id, [c.row() for f in found for c in f.comparisons], warnings)
         forest = plot_forest(found, wd.reports / "findings-forest.png")
@@ -112,7 +118,7 @@ def report(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
             log_metrics(ml_id, [(f"finding_{f.number}/{key}", float(v), i) for f in found
                                 for i, c in enumerate(f.comparisons) if c.decides
                                 for key, v in (("effect", c.effect), ("lo", c.lo), ("hi", c.hi))])
-            set_tags(ml_id, {"time_capped_models": "; ".join(warnings) or "none"})
+            set_tags(ml_id, {"warnings": "; ".join(warnings) or "none"})
             publish_report(wd.reports, "findings", markdown, forest, "findings", "the paper's six findings, here")
     path = wd.reports / "findings.md"
     logger.info("findings: %s; report at %s", ", ".join(f"{f.number} {f.verdict}" for f in found), path)

@@ -21,7 +21,7 @@ from ttscale.configs.schema import PipelineConfig
 from ttscale.flows.stage import problems_to_shards, stage_run, user_errors
 from ttscale.models.generator import Generator, SamplingSpec, open_generator
 from ttscale.tasks.problems import Problem, load_problems
-from ttscale.tasks.reports.bank import build_bank_report, plot_bank
+from ttscale.tasks.reports.bank import build_bank_report, plot_bank, unlearned_warning
 from ttscale.tasks.sampling import bank_id, pending, problems_table, sample_chunk, sampling_spec, stable_hash
 from ttscale.tasks.tracking import log_metrics, publish_report
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint
@@ -71,6 +71,9 @@ def sample_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | 
             markdown = report.markdown(f"Sample bank {bank} ({config.name}, model {config.generator.model})")
             publish_report(wd.reports, f"{STAGE}-{bank}", markdown, plot, "sample-bank-report",
                            f"pass@k / majority@k / guessing for bank {bank}")
+            if config.generator.model == "base" and (warning := unlearned_warning(
+                    {lv: v for (m, lv, k), v in report.curves.items() if m == "pass" and k == 1}, "base")):
+                logger.warning(warning)
     logger.info("bank %s complete: report at %s", bank, wd.reports)
     return bank
 

@@ -97,3 +97,16 @@ def test_wilson_matches_the_sql_views_and_holds_its_estimate():
     sql = duckdb.sql("SELECT (a + 1.9208 / n - 1.96 * sqrt(a * (1 - a) / n + 0.9604 / (n * n))) / (1 + 3.8416 / n) "
                      "FROM (SELECT 0.3 AS a, 40 AS n)").fetchall()[0][0]
     assert wilson(0.3, 40)[0] == pytest.approx(sql)
+
+
+def test_a_base_model_that_did_not_learn_the_task_is_named_in_a_warning():
+    from ttscale.tasks.reports.bank import LEARNED_BAR, unlearned_warning
+
+    # the 12-05 broken run's bank: pass@1 0.104 on level 1, 0.024 overall (level 0)
+    broken = {0: 0.024, 1: 0.104, 2: 0.006, 3: 0.002, 4: 0.009, 5: 0.0}
+    warning = unlearned_warning(broken, "base")
+    assert warning and "level (1) is 0.104" in warning and "base_model.seed" in warning
+    healthy = {0: 0.47, 1: 0.96, 2: 0.9, 3: 0.8, 4: 0.2, 5: 0.01}
+    assert unlearned_warning(healthy, "base") is None
+    assert unlearned_warning({0: 0.9, 1: LEARNED_BAR - 0.01}, "base")  # level 0 (all) never hides a level
+    assert unlearned_warning({}, "base") is None

@@ -32,6 +32,25 @@ def save_figure(fig: plt.Figure, path: Path) -> Path:
 METRIC_LABELS = {"pass": "pass@k (oracle)", "majority": "majority@k", "guess": "guessing baseline"}
 
 
+# The embedded model's easiest level is a `#` map of a few steps, which a model that learned the task
+# solves almost always (pass@1 0.93-0.96 in every healthy run); the same settings on another CPU type
+# (or another seed) have left it on a plateau with pass@1 0.10 there and 0.02 overall. Half is far from both.
+LEARNED_BAR = 0.5
+
+
+def unlearned_warning(pass_at_1_by_level: dict[int, float], model: str) -> str | None:
+    """A warning when the workdir's own trained model has not learned the embedded task, so that no one
+    reads the findings of a run whose generator answers almost nothing as findings about test-time compute."""
+    levels = {lv: v for lv, v in pass_at_1_by_level.items() if lv > 0}
+    if not levels or max(levels.values()) >= LEARNED_BAR:
+        return None
+    easiest = max(levels, key=levels.get)
+    return (f"the `{model}` model did not learn the embedded task: its pass@1 on its easiest level ({easiest}) is "
+            f"{levels[easiest]:.3f}, below {LEARNED_BAR} (healthy runs: above 0.9), so every figure below measures "
+            f"a model that answers almost nothing. Its training is seed- and CPU-sensitive (README, \"The base "
+            f"model\"): retrain with another `base_model.seed` and check `train_loss` in MLflow")
+
+
 @dataclass(frozen=True)
 class BankReport:
     curves: dict[tuple[str, int, int], float]  # (metric, level, k) -> value; level 0 = all
