@@ -2,8 +2,12 @@
 
     python bench/base_seeds.py TAG [--set KEY=VALUE ...]   e.g.  bench/base_seeds.py s2 --set base_model.seed=2
 
-Prints the final (EMA) training loss, the loss every 400 updates and the share of the first 100 test
-problems answered right greedily; asserts nothing. Why it exists: the base model's training crosses a
+Prints the final (EMA) training loss, the loss every 400 updates, the share of the first 100 test
+problems answered right greedily and, teacher-forced on their reference solutions, the share of each
+field's digits predicted right (counter, value, key, result; the first step apart from the later ones,
+and the answer line); asserts nothing. On 2026-12-06 a seed that answered nothing (seed 2) had every
+field at 0.97-1.00 except one: the first step's copy of the start value from the question's init
+line, 0.31-0.40 per digit on every level. Why it exists: the base model's training crosses a
 plateau (loss ~0.5: steps copied, sums not yet learned) at a point that depends on the seed and on the
 CPU's float kernels, and a run that crosses it late ends with a model that answers almost nothing
 (README, "The base model"). Run several seeds on a new machine type before trusting its findings.
@@ -17,12 +21,42 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast
+from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, PreTrainedModel
 
 from ttscale.configs import load_config
 from ttscale.models import tiny
 from ttscale.tasks import arith
 from ttscale.tasks.problems import load_problems
+
+
+# Character columns of a step line `RR: VVVV#KKKK=XXXX` (arith.STEP_TEMPLATE) and what each holds.
+FIELDS = {**dict.fromkeys(range(0, 2), "counter"), **dict.fromkeys(range(4, 8), "value"),
+          **dict.fromkeys(range(9, 13), "key"), **dict.fromkeys(range(14, 18), "result")}
+
+
+def field_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, problems: list) -> dict[str, float]:
+    """Teacher-forced: which part of a step the model gets wrong, when everything before it is right."""
+    hits: dict[str, list[int]] = {}
+    with torch.no_grad():
+        for p in problems:
+            prompt_ids = tokenizer.encode(arith.prompt(p.question), add_special_tokens=True)
+            reference = p.meta["reference_solution"]
+            solution_ids = tokenizer.encode(reference, add_special_tokens=False)
+            logits = model(input_ids=torch.tensor([prompt_ids + solution_ids])).logits[0]
+            predicted = logits[len(prompt_ids) - 1 : -1].argmax(-1).tolist()
+            offset = 0
+            for line_no, line in enumerate(reference.split(arith.STEP_DELIMITER)):
+                for column in range(len(line)):
+                    field = "answer" if line.startswith("ans=") else FIELDS.get(column)
+                    if field is None:
+                        continue
+                    name = field if field == "answer" else ("first " if line_no == 0 else "later ") + field
+                    right = predicted[offset + column] == solution_ids[offset + column]
+                    hits.setdefault(name, [0, 0])
+                    hits[name][0] += right
+                    hits[name][1] += 1
+                offset += len(line) + len(arith.STEP_DELIMITER)
+    return {name: right / total for name, (right, total) in sorted(hits.items())}
 
 
 def main() -> None:
@@ -48,10 +82,11 @@ def main() -> None:
             gen = model.generate(**enc, max_new_tokens=320, do_sample=False, pad_token_id=tokenizer.pad_token_id)
             texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             right += sum(arith.grade(t, p.answer)[1] for t, p in zip(texts, batch))
+    fields = ", ".join(f"{name} {share:.2f}" for name, share in field_accuracy(model, tokenizer, problems).items())
     curve = ", ".join(f"{u}: {loss:.3f}" for u, loss in result.losses if u % 400 == 0)
     print(f"{args.tag} {' '.join(args.overrides)}: final loss {result.final_loss:.3f}, greedy "
           f"{right / len(problems):.2f} on {len(problems)} test problems, {time.monotonic() - start:.0f} s "
-          f"({result.stopped_by}); loss by update {{{curve}}}")
+          f"({result.stopped_by}); loss by update {{{curve}}}; teacher-forced digits right: {fields}")
 
 
 if __name__ == "__main__":

@@ -120,6 +120,14 @@ class BaseModelConfig(Frozen):
     batch_rows: int = Field(default=1, ge=1, description="rows of max_seq_len per update")
     learning_rate: float = Field(default=1e-3, gt=0)
     warmup_updates: int = Field(default=100, ge=0)
+    # A seed that answered nothing (2026-12-06, seed 2: greedy 0.00) had learned every field of a
+    # step but one, the first step's copy of the start value from the question (0.35 of its digits
+    # right, teacher-forced; bench/base_seeds.py): one line in seven, and the only one that reads
+    # the question, so its share of the loss is small.
+    head_tokens: int = Field(default=0, ge=0, description="a solution's first tokens, weighted by head_weight in "
+                             "the loss (where it reads the question)")
+    head_weight: float = Field(default=1.0, gt=0, description="loss weight of those tokens; 1: transformers' "
+                               "own loss, as before the weight existed")
     seed: int = 0
     threads: int = Field(default=2, ge=1)
 

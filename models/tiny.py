@@ -61,11 +61,21 @@ def n_params(model: torch.nn.Module) -> int:
 
 
 def packed_rows(
-    examples: Iterator[tuple[str, str]], tokenizer: PreTrainedTokenizerFast, seq_len: int, batch_rows: int
-) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """Concatenate <bos> prompt solution <eos> examples into full rows; labels only on solutions."""
+    examples: Iterator[tuple[str, str]],
+    tokenizer: PreTrainedTokenizerFast,
+    seq_len: int,
+    batch_rows: int,
+    head_tokens: int = 0,
+    head_weight: float = 1.0,
+) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """Concatenate <bos> prompt solution <eos> examples into full rows; labels only on solutions.
+
+    The third tensor weighs each label: 1, or `head_weight` on a solution's first `head_tokens`
+    tokens (where it must read the question), 0 off solutions.
+    """
     ids: list[int] = []
     labels: list[int] = []
+    weights: list[float] = []
     while True:
         while len(ids) < seq_len * batch_rows:
             prompt_text, solution_text = next(examples)
@@ -73,11 +83,21 @@ def packed_rows(
             s = tokenizer.encode(solution_text, add_special_tokens=False) + [tokenizer.eos_token_id]
             ids += [tokenizer.bos_token_id] + p + s
             labels += [-100] * (1 + len(p)) + s
+            weights += [0.0] * (1 + len(p)) + [head_weight if i < head_tokens else 1.0 for i in range(len(s))]
         take = seq_len * batch_rows
         x = torch.tensor(ids[:take]).view(batch_rows, seq_len)
         y = torch.tensor(labels[:take]).view(batch_rows, seq_len)
-        ids, labels = ids[take:], labels[take:]
-        yield x, y
+        w = torch.tensor(weights[:take]).view(batch_rows, seq_len)
+        ids, labels, weights = ids[take:], labels[take:], weights[take:]
+        yield x, y, w
+
+
+def weighted_loss(model: LlamaForCausalLM, x: torch.Tensor, y: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy, each label weighted, divided by the number of labels (so with
+    all weights 1 it is transformers' own mean loss)."""
+    logits = model(input_ids=x).logits[:, :-1].float()
+    ce = torch.nn.functional.cross_entropy(logits.flatten(0, 1), y[:, 1:].flatten(), ignore_index=-100, reduction="none")
+    return (ce * w[:, 1:].flatten()).sum() / (y[:, 1:] != -100).sum().clamp(min=1)
 
 
 @dataclass
@@ -114,8 +134,9 @@ def train(
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate, weight_decay=0.01, betas=(0.9, 0.98))
     per_update = cfg.max_seq_len * cfg.batch_rows
     short = cfg.short_seq_len or cfg.max_seq_len
-    short_rows = packed_rows(examples, tokenizer, short, per_update // short)
-    long_rows = packed_rows(examples, tokenizer, cfg.max_seq_len, cfg.batch_rows)
+    head = (cfg.head_tokens, cfg.head_weight)
+    short_rows = packed_rows(examples, tokenizer, short, per_update // short, *head)
+    long_rows = packed_rows(examples, tokenizer, cfg.max_seq_len, cfg.batch_rows, *head)
     long_from = cfg.max_updates - cfg.long_updates if cfg.short_seq_len else 0
     start = time.monotonic()
     losses: list[tuple[int, float]] = []
@@ -133,8 +154,9 @@ def train(
         lr = cfg.learning_rate * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
         for group in opt.param_groups:
             group["lr"] = lr
-        x, y = next(long_rows if update >= long_from else short_rows)
-        loss = model(input_ids=x, labels=y).loss
+        x, y, w = next(long_rows if update >= long_from else short_rows)
+        # transformers' own loss when nothing is weighted: the models recorded before the weight existed
+        loss = model(input_ids=x, labels=y).loss if cfg.head_weight == 1.0 else weighted_loss(model, x, y, w)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)

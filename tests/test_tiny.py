@@ -21,7 +21,7 @@ def test_tokenizer_round_trips_and_adds_bos():
 
 def test_packed_rows_mask_prompts_and_fill_rows():
     tok = build_tokenizer()
-    x, y = next(packed_rows(arith.training_stream(TaskConfig(), 0), tok, 96, 3))
+    x, y, w = next(packed_rows(arith.training_stream(TaskConfig(), 0), tok, 96, 3, head_tokens=8, head_weight=4.0))
     assert x.shape == y.shape == (3, 96)
     flat_x, flat_y = x.flatten().tolist(), y.flatten().tolist()
     # every supervised token is a solution token: it never precedes the first blank line of its example
@@ -30,6 +30,11 @@ def test_packed_rows_mask_prompts_and_fill_rows():
     assert all(label == -100 for label in flat_y[first_bos:prompt_end])
     assert any(label != -100 for label in flat_y[prompt_end:])
     assert all(label in (-100, tid) for label, tid in zip(flat_y, flat_x))
+    # weights: 0 off solutions, head_weight on a solution's first 8 tokens, 1 after them
+    flat_w = w.flatten().tolist()
+    assert all((weight == 0) == (label == -100) for weight, label in zip(flat_w, flat_y))
+    solution_start = next(i for i in range(first_bos, len(flat_y)) if flat_y[i] != -100)
+    assert flat_w[solution_start : solution_start + 9] == [4.0] * 8 + [1.0]
 
 
 def test_train_base_flow_learned_and_registered(trained_workdir: Path):
@@ -53,10 +58,10 @@ def test_short_rows_teach_the_task_and_the_last_updates_the_long_positions(tmp_p
     shapes: list[tuple[int, int]] = []
     original = tiny.packed_rows
 
-    def recording(examples, tokenizer, seq_len, batch_rows):
-        for x, y in original(examples, tokenizer, seq_len, batch_rows):
+    def recording(examples, tokenizer, seq_len, batch_rows, *head):
+        for x, y, w in original(examples, tokenizer, seq_len, batch_rows, *head):
             shapes.append(tuple(x.shape))
-            yield x, y
+            yield x, y, w
 
     monkeypatch.setattr(tiny, "packed_rows", recording)
     cfg = BaseModelConfig(hidden_size=32, intermediate_size=64, n_layers=1, n_heads=2, max_seq_len=96,
