@@ -5,8 +5,10 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
-from ttscale.configs.schema import TaskConfig
-from ttscale.models.tiny import build_tokenizer, packed_rows
+import torch
+
+from ttscale.configs.schema import BaseModelConfig, TaskConfig
+from ttscale.models.tiny import build_model, build_tokenizer, packed_rows, weighted_loss
 from ttscale.tasks import arith
 
 
@@ -35,6 +37,22 @@ def test_packed_rows_mask_prompts_and_fill_rows():
     assert all((weight == 0) == (label == -100) for weight, label in zip(flat_w, flat_y))
     solution_start = next(i for i in range(first_bos, len(flat_y)) if flat_y[i] != -100)
     assert flat_w[solution_start : solution_start + 9] == [4.0] * 8 + [1.0]
+
+
+def test_weighted_loss_is_transformers_loss_at_unit_weight_and_weighs_the_head():
+    """At weight 1 the weighted loss is transformers' own (so the lever changes nothing until set);
+    a heavier head raises it."""
+    tok = build_tokenizer()
+    torch.manual_seed(0)
+    model = build_model(BaseModelConfig(hidden_size=32, intermediate_size=64, n_layers=1, n_heads=2, max_seq_len=96, short_seq_len=None), tok)
+    rows = packed_rows(arith.training_stream(TaskConfig(), 0), tok, 96, 2, head_tokens=8, head_weight=3.0)
+    x, y, w = next(rows)
+    with torch.no_grad():
+        own = model(input_ids=x, labels=y).loss
+        unit = weighted_loss(model, x, y, (w > 0).float())
+        heavy = weighted_loss(model, x, y, w)
+    assert torch.allclose(own, unit, atol=1e-5)
+    assert heavy > unit * 1.05
 
 
 def test_train_base_flow_learned_and_registered(trained_workdir: Path):
