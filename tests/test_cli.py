@@ -67,3 +67,33 @@ def test_a_bad_problem_file_fails_in_one_line_before_anything_starts(tmp_path: P
     assert not (tmp_path / "w").exists()
     fixed = runner.invoke(app, ["show-config", "-p", str(preset), "--set", "task.kind=gsm8k"])
     assert fixed.exit_code == 2 and "task.path is only read by kinds" in fixed.output
+
+
+def test_a_sigterm_inside_a_duckdb_statement_still_stops_resumably(tmp_path: Path, monkeypatch):
+    """DuckDB turns the KeyboardInterrupt that our SIGTERM handler raises mid-statement into a plain
+    RuntimeError('Query interrupted'); the command must still end as a stop (exit 130, how to resume),
+    not as a crash. (The kill test caught this as a race in a clean clone on 12-07.)"""
+    import os
+    import signal
+    import threading
+
+    import duckdb
+
+    from ttscale import cli
+
+    def busy_flow(**_: object) -> None:
+        con = duckdb.connect()
+        threading.Timer(0.3, lambda: os.kill(os.getpid(), signal.SIGTERM)).start()
+        con.execute("SELECT count(*) FROM range(100000000000) t(x) WHERE x % 7 = 3").fetchall()
+
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    monkeypatch.setattr(cli, "_flows", lambda: {"train-base": busy_flow})
+    monkeypatch.setattr(cli, "_STOPPED_BY", [])
+    try:
+        cli._stop_on_sigterm()
+        result = runner.invoke(app, ["train-base", "--preset", "smoke", "--workdir", str(tmp_path / "w")])
+    finally:
+        signal.signal(signal.SIGTERM, before[0])
+        signal.signal(signal.SIGINT, before[1])
+    assert result.exit_code == 130, result.output
+    assert "run the same command again to resume" in result.output

@@ -84,13 +84,18 @@ def _run_flow(flow_name: str, preset: str, workdir: Path, overrides: list[str] |
     flows = _flows()
     try:
         result = flows[flow_name](config=config, workdir=str(workdir), **params)
-    except (FileNotFoundError, ValueError, ImportError, WarehouseBusy) as err:
-        typer.secho(f"{flow_name} failed: {err}", fg=typer.colors.RED, err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:  # Ctrl-C, or SIGTERM (main)
-        typer.secho(f"{flow_name} stopped; run the same command again to resume where it left off",
-                    fg=typer.colors.YELLOW, err=True)
-        raise typer.Exit(130) from None
+    except BaseException as err:
+        # Ctrl-C or SIGTERM (see main). A signal that lands inside a DuckDB statement comes back as
+        # DuckDB's RuntimeError('Query interrupted'), not as the KeyboardInterrupt the handler raised,
+        # so a stop is recognised by the signal having arrived, not by the exception's type.
+        if isinstance(err, KeyboardInterrupt) or _STOPPED_BY:
+            typer.secho(f"{flow_name} stopped; run the same command again to resume where it left off",
+                        fg=typer.colors.YELLOW, err=True)
+            raise typer.Exit(130) from None
+        if isinstance(err, (FileNotFoundError, ValueError, ImportError, WarehouseBusy)):
+            typer.secho(f"{flow_name} failed: {err}", fg=typer.colors.RED, err=True)
+            raise typer.Exit(1) from None
+        raise
     typer.secho(f"{flow_name} finished: {result}", fg=typer.colors.GREEN)
     typer.echo(f"warehouse: {Path(workdir).resolve() / 'ttscale.duckdb'}   "
                f"mlflow: sqlite:///{Path(workdir).resolve() / 'mlflow.db'}")
@@ -331,15 +336,22 @@ def convert_smollm2(workdir: WorkdirOpt = Path(DEFAULT_WORKDIR)) -> None:
     typer.echo(f"SmolLM2 ready at {out}")
 
 
+# The signals that asked this process to stop (SIGTERM or SIGINT), in arrival order; see main.
+_STOPPED_BY: list[int] = []
+
+
 def _stop_on_sigterm() -> None:
     """SIGTERM (a scheduler, `kill`, a container stopping) ends a run the way Ctrl-C does: as an
     exception in the main thread, so Prefect marks the run, the temporary Prefect server and the
     model servers shut down (by default SIGTERM killed this process and left them running), and the
-    warehouse keeps only whole chunks. Running the same command again resumes."""
+    warehouse keeps only whole chunks. Running the same command again resumes. Ctrl-C (SIGINT) goes
+    through the same handler so that either stop is remembered in _STOPPED_BY."""
     def stop(signum: int, frame: object) -> None:
+        _STOPPED_BY.append(signum)
         raise KeyboardInterrupt(f"stopped by signal {signum}")
 
     signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
 
 
 def main() -> None:
