@@ -15,6 +15,15 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+# Prefect configures logging on the first import of its flow machinery, and its console handler
+# keeps the sys.stderr of that moment. Where that first import happens inside typer's CliRunner
+# (test_cli's fan-out test), the handler keeps the runner's stream, closed afterwards, and every
+# later in-process flow fails to log (`pytest tests/test_cli.py tests/test_sigkill.py` showed it).
+# Configuring it here, under pytest's own session-long stream, makes the order not matter.
+from prefect.logging.configuration import setup_logging  # noqa: E402
+
+setup_logging()
+
 
 @pytest.fixture(scope="session")
 def prefect_server(tmp_path_factory) -> str:
