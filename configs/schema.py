@@ -120,6 +120,10 @@ class BaseModelConfig(Frozen):
     batch_rows: int = Field(default=1, ge=1, description="rows of max_seq_len per update")
     learning_rate: float = Field(default=1e-3, gt=0)
     warmup_updates: int = Field(default=100, ge=0)
+    schedule: Literal["cosine", "wsd"] = Field(default="cosine", description="learning rate after warmup: cosine "
+                                              "down to 5% of the peak, or wsd (warmup-stable-decay): the peak "
+                                              "until the last decay_fraction of updates, then linear down to 5%")
+    decay_fraction: float = Field(default=0.2, gt=0, le=1, description="wsd only: the share of updates spent decaying")
     # A seed that answered nothing (2026-12-06, seed 2: greedy 0.00) had learned every field of a
     # step but one, the first step's copy of the start value from the question (0.35 of its digits
     # right, teacher-forced; bench/base_seeds.py): one line in seven, and the only one that reads

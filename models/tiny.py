@@ -100,6 +100,13 @@ def weighted_loss(model: LlamaForCausalLM, x: torch.Tensor, y: torch.Tensor, w: 
     return (ce * w[:, 1:].flatten()).sum() / (y[:, 1:] != -100).sum().clamp(min=1)
 
 
+def lr_factor(cfg: BaseModelConfig, frac: float) -> float:
+    """The share of the peak learning rate at `frac` of the updates, from 1 down to 0.05."""
+    if cfg.schedule == "wsd":
+        return 1.0 - 0.95 * max(0.0, frac - (1.0 - cfg.decay_fraction)) / cfg.decay_fraction
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac))
+
+
 @dataclass
 class TrainResult:
     updates: int
@@ -151,7 +158,7 @@ def train(
             stopped_by = "time cap"
             break
         warm = min(1.0, (update + 1) / max(1, cfg.warmup_updates))
-        lr = cfg.learning_rate * warm * (0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * frac)))
+        lr = cfg.learning_rate * warm * lr_factor(cfg, frac)
         for group in opt.param_groups:
             group["lr"] = lr
         x, y, w = next(long_rows if update >= long_from else short_rows)

@@ -8,7 +8,7 @@ from mlflow.tracking import MlflowClient
 import torch
 
 from ttscale.configs.schema import BaseModelConfig, TaskConfig
-from ttscale.models.tiny import build_model, build_tokenizer, packed_rows, weighted_loss
+from ttscale.models.tiny import build_model, build_tokenizer, lr_factor, packed_rows, weighted_loss
 from ttscale.tasks import arith
 
 
@@ -53,6 +53,16 @@ def test_weighted_loss_is_transformers_loss_at_unit_weight_and_weighs_the_head()
         heavy = weighted_loss(model, x, y, w)
     assert torch.allclose(own, unit, atol=1e-5)
     assert heavy > unit * 1.05
+
+
+def test_schedules_warm_to_the_peak_and_end_at_five_percent():
+    """cosine (the default, the models recorded so far) and wsd (measured against it in the README):
+    both start at the peak and end at 5% of it; wsd holds the peak until its decay begins."""
+    cosine, wsd = BaseModelConfig(), BaseModelConfig(schedule="wsd", decay_fraction=0.25)
+    assert lr_factor(cosine, 0.0) == lr_factor(wsd, 0.0) == 1.0
+    assert abs(lr_factor(cosine, 0.5) - 0.525) < 1e-9 and abs(lr_factor(cosine, 1.0) - 0.05) < 1e-9
+    assert lr_factor(wsd, 0.75) == 1.0 and abs(lr_factor(wsd, 0.875) - 0.525) < 1e-9
+    assert abs(lr_factor(wsd, 1.0) - 0.05) < 1e-9
 
 
 def test_train_base_flow_learned_and_registered(trained_workdir: Path):
