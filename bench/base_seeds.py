@@ -3,10 +3,11 @@
     python bench/base_seeds.py TAG [--set KEY=VALUE ...]   e.g.  bench/base_seeds.py s2 --set base_model.seed=2
 
 Prints the final (EMA) training loss, the loss every 400 updates, the share of the first 100 test
-problems answered right greedily, pass@1 by level when sampling at T = 1 (what the bank draws; on
-2026-12-07 two models that answered 0.58 and 0.78 greedily sampled 0.14 and 0.69) and, teacher-forced on their reference solutions, the share of each
-field's digits predicted right (counter, value, key, result; the first step apart from the later ones,
-and the answer line); asserts nothing. On 2026-12-06 a seed that answered nothing (seed 2) had every
+problems answered right greedily, pass@1 by level when sampling at T = 1 (what the bank draws;
+on 2026-12-07 two models that answered 0.58 and 0.78 greedily sampled 0.14 and 0.69) and,
+teacher-forced on their reference solutions, the share of each field's digits predicted right
+(counter, value, key, result; the first step apart from the later ones, and the answer line);
+asserts nothing. On 2026-12-06 a seed that answered nothing (seed 2) had every
 field at 0.97-1.00 except one: the first step's copy of the start value from the question's init
 line, 0.31-0.40 per digit on every level. Why it exists: the base model's training crosses a
 plateau (loss ~0.5: steps copied, sums not yet learned) at a point that depends on the seed and on the
@@ -60,18 +61,19 @@ def field_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, p
     return {name: right / total for name, (right, total) in sorted(hits.items())}
 
 
-def sampled_pass_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, problems: list,
-                      samples: int) -> dict[int, float]:
-    """pass@1 at T = 1, by level (0: all): greedy can be right while sampling is mostly wrong, and
-    the bank, the PRM's labels and every search strategy sample."""
+def pass_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, problems: list, samples: int = 1,
+              **sampling: object) -> dict[int, float]:
+    """The share of `samples` answers per problem that are right, by level (0: all), generated with
+    `sampling` (none: greedy). Both are printed: greedy can be right while sampling at T = 1, what
+    the bank, the PRM's labels and every search strategy do, is mostly wrong."""
     torch.manual_seed(0)
     right: dict[int, list[int]] = {}
     with torch.no_grad():
         for i in range(0, len(problems), 25):
             batch = problems[i : i + 25]
             enc = tokenizer([arith.prompt(p.question) for p in batch], return_tensors="pt", padding=True)
-            gen = model.generate(**enc, max_new_tokens=320, do_sample=True, temperature=1.0, top_k=0,
-                                 num_return_sequences=samples, pad_token_id=tokenizer.pad_token_id)
+            gen = model.generate(**enc, max_new_tokens=320, do_sample=bool(sampling), num_return_sequences=samples,
+                                 pad_token_id=tokenizer.pad_token_id, **sampling)
             texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             for j, text in enumerate(texts):
                 p = batch[j // samples]
@@ -97,20 +99,13 @@ def main() -> None:
     tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
     tokenizer.padding_side = "left"
     problems = [p for p in load_problems(cfg.task) if p.split == "test"][: args.problems]
-    right = 0
-    with torch.no_grad():
-        for i in range(0, len(problems), 25):
-            batch = problems[i : i + 25]
-            enc = tokenizer([arith.prompt(p.question) for p in batch], return_tensors="pt", padding=True)
-            gen = model.generate(**enc, max_new_tokens=320, do_sample=False, pad_token_id=tokenizer.pad_token_id)
-            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            right += sum(arith.grade(t, p.answer)[1] for t, p in zip(texts, batch))
-    sampled = sampled_pass_at_1(model, tokenizer, problems, args.samples)
+    greedy = pass_at_1(model, tokenizer, problems)
+    sampled = pass_at_1(model, tokenizer, problems, args.samples, temperature=1.0, top_k=0)
     by_level = " / ".join(f"{sampled[level]:.2f}" for level in sorted(sampled) if level > 0)
     fields = ", ".join(f"{name} {share:.2f}" for name, share in field_accuracy(model, tokenizer, problems).items())
     curve = ", ".join(f"{u}: {loss:.3f}" for u, loss in result.losses if u % 400 == 0)
     print(f"{args.tag} {' '.join(args.overrides)}: final loss {result.final_loss:.3f}, greedy "
-          f"{right / len(problems):.2f} on {len(problems)} test problems, sampled pass@1 {sampled[0]:.3f} "
+          f"{greedy[0]:.2f} on {len(problems)} test problems, sampled pass@1 {sampled[0]:.3f} "
           f"(levels {by_level}), {time.monotonic() - start:.0f} s "
           f"({result.stopped_by}); loss by update {{{curve}}}; teacher-forced digits right: {fields}")
 
