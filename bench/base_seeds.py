@@ -61,28 +61,6 @@ def field_accuracy(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, p
     return {name: right / total for name, (right, total) in sorted(hits.items())}
 
 
-def pass_at_1(model: PreTrainedModel, tokenizer: PreTrainedTokenizerFast, problems: list, samples: int = 1,
-              **sampling: object) -> dict[int, float]:
-    """The share of `samples` answers per problem that are right, by level (0: all), generated with
-    `sampling` (none: greedy). Both are printed: greedy can be right while sampling at T = 1, what
-    the bank, the PRM's labels and every search strategy do, is mostly wrong."""
-    torch.manual_seed(0)
-    right: dict[int, list[int]] = {}
-    with torch.no_grad():
-        for i in range(0, len(problems), 25):
-            batch = problems[i : i + 25]
-            enc = tokenizer([arith.prompt(p.question) for p in batch], return_tensors="pt", padding=True)
-            gen = model.generate(**enc, max_new_tokens=320, do_sample=bool(sampling), num_return_sequences=samples,
-                                 pad_token_id=tokenizer.pad_token_id, **sampling)
-            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            for j, text in enumerate(texts):
-                p = batch[j // samples]
-                ok = int(arith.grade(text, p.answer)[1])
-                for level in (0, p.level):
-                    right.setdefault(level, []).append(ok)
-    return {level: sum(v) / len(v) for level, v in right.items()}
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("tag")
@@ -99,8 +77,8 @@ def main() -> None:
     tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
     tokenizer.padding_side = "left"
     problems = [p for p in load_problems(cfg.task) if p.split == "test"][: args.problems]
-    greedy = pass_at_1(model, tokenizer, problems)
-    sampled = pass_at_1(model, tokenizer, problems, args.samples, temperature=1.0, top_k=0)
+    greedy = tiny.pass_at_1(model, tokenizer, problems)
+    sampled = tiny.pass_at_1(model, tokenizer, problems, args.samples, temperature=1.0, top_k=0)
     by_level = " / ".join(f"{sampled[level]:.2f}" for level in sorted(sampled) if level > 0)
     fields = ", ".join(f"{name} {share:.2f}" for name, share in field_accuracy(model, tokenizer, problems).items())
     curve = ", ".join(f"{u}: {loss:.3f}" for u, loss in result.losses if u % 400 == 0)

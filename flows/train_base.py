@@ -19,6 +19,7 @@ from ttscale.configs.schema import BaseModelConfig, PipelineConfig, TaskConfig
 from ttscale.flows.stage import user_errors
 from ttscale.models import tiny
 from ttscale.tasks import arith
+from ttscale.tasks.reports.bank import LEARNED_BAR
 from ttscale.tasks.sampling import stable_hash
 from ttscale.tasks.tracking import log_config, log_metrics, register_model, set_tags
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, mlflow_run, staged_dir, trained_record, write_record
@@ -43,6 +44,40 @@ def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path,
         return tiny.train(model_cfg, arith.training_stream(task_cfg, model_cfg.seed), out_dir, progress)
 
 
+def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path, stage: str, run_id: str
+                        ) -> tuple[tiny.TrainResult, int]:
+    """Train; with `restarts`, check the model and train again with the next seed while it has not learned.
+
+    Whether a run's model learns the task is a draw (README, "The base model"), and a generator that
+    answers nothing makes every later stage measure noise. The check samples level-1 train-split
+    problems (never test ones) at T = 1, as the bank does; each try is logged (MLflow `check_pass_at_1`
+    and `try_train_seconds` by try), so the compute a restart costs is on record. Returns the kept
+    (last) try's result and the number of tries."""
+    logger = get_run_logger()
+    check = [p for p in arith.make_split(task_cfg, "train") if p.level == 1][: model_cfg.check_problems]
+    if model_cfg.restarts and len(check) < model_cfg.check_problems:
+        raise ValueError(f"base_model.check_problems={model_cfg.check_problems} needs that many level-1 train "
+                         f"problems; task.n_train={task_cfg.n_train} has {len(check)}")
+    for attempt in range(model_cfg.restarts + 1):
+        cfg = model_cfg.model_copy(update={"seed": model_cfg.seed + attempt})
+        result = train_model(task_cfg, cfg, out_dir, stage)
+        log_metrics(run_id, [("try_train_seconds", result.seconds, attempt), ("try_final_loss", result.final_loss, attempt)])
+        if not model_cfg.restarts:
+            return result, 1
+        share = tiny.sampled_pass_at_1(out_dir, check, model_cfg.check_samples)[0]
+        log_metrics(run_id, [("check_pass_at_1", share, attempt)])
+        if share >= LEARNED_BAR:
+            logger.info("seed %d learned the task: sampled pass@1 %.3f on %d level-1 train problems (bar %.1f)",
+                        cfg.seed, share, len(check), LEARNED_BAR)
+            return result, attempt + 1
+        last = attempt == model_cfg.restarts
+        logger.warning("seed %d did not learn the task: sampled pass@1 %.3f on %d level-1 train problems, below %.1f; %s",
+                       cfg.seed, share, len(check), LEARNED_BAR,
+                       "no restarts left: keeping it (the bank and the findings report will say so)" if last
+                       else f"training again with seed {cfg.seed + 1} (restart {attempt + 1} of {model_cfg.restarts})")
+    return result, model_cfg.restarts + 1
+
+
 def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: BaseModelConfig, stage: str,
                    registered: str) -> Path:
     """Train one embedded model into models/<name> (skipped when an identical one is already there)."""
@@ -57,7 +92,7 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
 
     with staged_dir(out) as tmp, mlflow_run(wd, stage, tags={"stage": stage, "preset": config.name}) as run_id:
         log_config(run_id, {"task": config.task.model_dump(mode="json"), "model": model_cfg.model_dump()})
-        result = train_model(config.task, model_cfg, tmp, stage)
+        result, tries = train_until_learned(config.task, model_cfg, tmp, stage, run_id)
         log_metrics(
             run_id,
             [("train_loss", loss, step) for step, loss in result.losses]
@@ -75,7 +110,8 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
         write_record(tmp, {"key": key, "mlflow_run_id": run_id, "registered": registered, "version": version,
                            "n_params": result.n_params, "train_tokens": result.tokens,
                            "stopped_by": result.stopped_by, "updates": result.updates,
-                           "max_updates": model_cfg.max_updates, "train_seconds_cap": model_cfg.train_seconds})
+                           "max_updates": model_cfg.max_updates, "train_seconds_cap": model_cfg.train_seconds,
+                           "seed": model_cfg.seed + tries - 1, "tries": tries})
     logger.info(
         "trained %d params for %.0fs (%d updates, %.0f tokens/s), loss %.3f; registered %s v%d",
         result.n_params, result.seconds, result.updates, result.tokens / result.seconds, result.final_loss,

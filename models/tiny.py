@@ -20,6 +20,8 @@ from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, proce
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from ttscale.configs.schema import BaseModelConfig
+from ttscale.tasks import arith
+from ttscale.tasks.problems import Problem
 
 SPECIAL = ["<pad>", "<bos>", "<eos>", "<unk>"]
 ALPHABET = sorted(set(string.printable) - set("\x0b\x0c\r\t"))
@@ -182,3 +184,33 @@ def train(
     model.save_pretrained(out_dir, safe_serialization=True)
     tokenizer.save_pretrained(out_dir)
     return TrainResult(update, tokens, seconds, ema, losses, n_params(model), stopped_by)
+
+
+def pass_at_1(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, problems: list[Problem], samples: int = 1,
+              **sampling: object) -> dict[int, float]:
+    """The share of `samples` answers per problem that are right, by level (0: all), generated with
+    `sampling` (none: greedy). Both are printed: greedy can be right while sampling at T = 1, what
+    the bank, the PRM's labels and every search strategy do, is mostly wrong."""
+    torch.manual_seed(0)
+    right: dict[int, list[int]] = {}
+    with torch.no_grad():
+        for i in range(0, len(problems), 25):
+            batch = problems[i : i + 25]
+            enc = tokenizer([arith.prompt(p.question) for p in batch], return_tensors="pt", padding=True)
+            gen = model.generate(**enc, max_new_tokens=320, do_sample=bool(sampling), num_return_sequences=samples,
+                                 pad_token_id=tokenizer.pad_token_id, **sampling)
+            texts = tokenizer.batch_decode(gen[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            for j, text in enumerate(texts):
+                p = batch[j // samples]
+                ok = int(arith.grade(text, p.answer)[1])
+                for level in (0, p.level):
+                    right.setdefault(level, []).append(ok)
+    return {level: sum(v) / len(v) for level, v in right.items()}
+
+
+def sampled_pass_at_1(out_dir: Path, problems: list[Problem], samples: int) -> dict[int, float]:
+    """`pass_at_1` of the trained folder at `out_dir`, sampled at T = 1 as the bank samples."""
+    model = LlamaForCausalLM.from_pretrained(out_dir).eval()
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
+    tokenizer.padding_side = "left"  # generation continues each prompt from its own last token
+    return pass_at_1(model, tokenizer, problems, samples, temperature=1.0, top_k=0)

@@ -97,3 +97,44 @@ def test_short_rows_teach_the_task_and_the_last_updates_the_long_positions(tmp_p
     result = tiny.train(cfg, arith.training_stream(TaskConfig(), 0), tmp_path / "m")
     assert shapes == [(3, 32)] * 3 + [(1, 96)] * 2 and result.tokens == 5 * 96
     assert json.loads((tmp_path / "m" / "config.json").read_text())["max_position_embeddings"] == 96
+
+
+def _restarting(smoke_config, **base: object):
+    """The smoke preset with a base model of 5 updates (too few to learn anything) that checks itself."""
+    return smoke_config.model_copy(update={"base_model": smoke_config.base_model.model_copy(
+        update={"max_updates": 5, "warmup_updates": 1, "long_updates": 2, "check_problems": 4, "check_samples": 2,
+                **base})})
+
+
+def test_a_model_that_did_not_learn_is_trained_again_with_the_next_seed(prefect_server, smoke_config, tmp_path):
+    """restarts=1: a 5-update model fails the real check (sampled on level-1 train problems), is trained
+    again with seed+1, fails again and is kept; MLflow has both tries' check and cost."""
+    from ttscale.flows.train_base import train_base
+
+    config = _restarting(smoke_config, restarts=1)
+    train_base(config=config, workdir=str(tmp_path))
+    record = json.loads((tmp_path / "models" / "base" / "ttscale_train.json").read_text())
+    assert record["tries"] == 2 and record["seed"] == config.base_model.seed + 1
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    checks = client.get_metric_history(record["mlflow_run_id"], "check_pass_at_1")
+    assert sorted(m.step for m in checks) == [0, 1] and all(m.value < 0.5 for m in checks)
+    assert len(client.get_metric_history(record["mlflow_run_id"], "try_train_seconds")) == 2
+
+
+def test_restarts_stop_at_the_first_model_that_learned(prefect_server, smoke_config, tmp_path, monkeypatch):
+    """The second try passes the check (here by a stand-in for the sampler), so a third is never trained."""
+    import ttscale.flows.train_base as train_base_flow
+
+    shares = iter([0.1, 0.9])
+    checked: list[int] = []
+
+    def check(out_dir, problems, samples):
+        checked.append(len(problems))
+        return {0: next(shares)}
+
+    monkeypatch.setattr(train_base_flow.tiny, "sampled_pass_at_1", check)
+    config = _restarting(smoke_config, restarts=3)
+    train_base_flow.train_base(config=config, workdir=str(tmp_path))
+    record = json.loads((tmp_path / "models" / "base" / "ttscale_train.json").read_text())
+    assert record["tries"] == 2 and record["seed"] == config.base_model.seed + 1
+    assert checked == [4, 4]  # the configured level-1 train problems, twice
