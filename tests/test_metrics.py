@@ -105,7 +105,7 @@ def test_a_base_model_that_did_not_learn_the_task_is_named_in_a_warning():
     # the 12-05 broken run's bank: pass@1 0.104 on level 1, 0.024 overall (level 0)
     broken = {0: 0.024, 1: 0.104, 2: 0.006, 3: 0.002, 4: 0.009, 5: 0.0}
     warning = unlearned_warning(broken, "base")
-    assert warning and "level (1) is 0.104" in warning and "base_model.seed" in warning
+    assert warning and "level (1) is 0.104" in warning and "base_model.restarts" in warning
     healthy = {0: 0.47, 1: 0.96, 2: 0.9, 3: 0.8, 4: 0.2, 5: 0.01}
     assert unlearned_warning(healthy, "base") is None
     assert unlearned_warning({0: 0.9, 1: LEARNED_BAR - 0.01}, "base")  # level 0 (all) never hides a level
