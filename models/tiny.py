@@ -3,7 +3,8 @@
 Read in one sitting: a character-level tokenizer built locally with `tokenizers`
 (no hub), a LlamaConfig, and a time-budgeted training loop over packed rows with the
 loss on solution tokens only. The result is an ordinary transformers folder
-(safetensors + tokenizer), so every backend loads it exactly like a hub model.
+(safetensors + tokenizer), so every backend loads it exactly like a hub model. `pass_at_1`
+says whether a trained folder learned the task (a run's training is a draw: README, "The base model").
 """
 
 from __future__ import annotations
@@ -189,8 +190,9 @@ def train(
 def pass_at_1(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, problems: list[Problem], samples: int = 1,
               **sampling: object) -> dict[int, float]:
     """The share of `samples` answers per problem that are right, by level (0: all), generated with
-    `sampling` (none: greedy). Both are printed: greedy can be right while sampling at T = 1, what
-    the bank, the PRM's labels and every search strategy do, is mostly wrong."""
+    `sampling` (none: greedy). `bench/base_seeds.py` prints both, and train-base's restart check
+    samples: greedy can be right while sampling at T = 1, what the bank, the PRM's labels and every
+    search strategy do, is mostly wrong."""
     torch.manual_seed(0)
     right: dict[int, list[int]] = {}
     with torch.no_grad():
