@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, PreTrainedTokenizerFast, PreTrainedModel
+from transformers import PreTrainedTokenizerFast, PreTrainedModel
 
 from ttscale.configs import load_config
 from ttscale.models import tiny
@@ -73,9 +73,7 @@ def main() -> None:
     out = Path("/tmp/base-seeds") / args.tag
     start = time.monotonic()
     result = tiny.train(cfg.base_model, arith.training_stream(cfg.task, cfg.base_model.seed), out)
-    model = AutoModelForCausalLM.from_pretrained(out).eval()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(out)
-    tokenizer.padding_side = "left"
+    model, tokenizer = tiny.load_trained(out)
     problems = [p for p in load_problems(cfg.task) if p.split == "test"][: args.problems]
     greedy = tiny.pass_at_1(model, tokenizer, problems)
     sampled = tiny.pass_at_1(model, tokenizer, problems, args.samples, temperature=1.0, top_k=0)

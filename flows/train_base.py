@@ -53,19 +53,19 @@ def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_di
     problems (never test ones) at T = 1, as the bank does; each try is logged (MLflow `check_pass_at_1`
     and `try_train_seconds` by try), so the compute a restart costs is on record. Returns the kept
     (last) try's result and the number of tries."""
+    if not model_cfg.restarts:
+        return train_model(task_cfg, model_cfg, out_dir, stage), 1
     logger = get_run_logger()
     check = [p for p in arith.make_split(task_cfg, "train") if p.level == 1][: model_cfg.check_problems]
-    if model_cfg.restarts and len(check) < model_cfg.check_problems:
+    if len(check) < model_cfg.check_problems:
         raise ValueError(f"base_model.check_problems={model_cfg.check_problems} needs that many level-1 train "
                          f"problems; task.n_train={task_cfg.n_train} has {len(check)}")
     for attempt in range(model_cfg.restarts + 1):
         cfg = model_cfg.model_copy(update={"seed": model_cfg.seed + attempt})
         result = train_model(task_cfg, cfg, out_dir, stage)
-        log_metrics(run_id, [("try_train_seconds", result.seconds, attempt), ("try_final_loss", result.final_loss, attempt)])
-        if not model_cfg.restarts:
-            return result, 1
         share = tiny.sampled_pass_at_1(out_dir, check, model_cfg.check_samples)[0]
-        log_metrics(run_id, [("check_pass_at_1", share, attempt)])
+        log_metrics(run_id, [("try_train_seconds", result.seconds, attempt), ("try_final_loss", result.final_loss, attempt),
+                             ("check_pass_at_1", share, attempt)])
         if share >= LEARNED_BAR:
             logger.info("seed %d learned the task: sampled pass@1 %.3f on %d level-1 train problems (bar %.1f)",
                         cfg.seed, share, len(check), LEARNED_BAR)

@@ -210,9 +210,14 @@ def pass_at_1(model: LlamaForCausalLM, tokenizer: PreTrainedTokenizerFast, probl
     return {level: sum(v) / len(v) for level, v in right.items()}
 
 
+def load_trained(out_dir: Path) -> tuple[LlamaForCausalLM, PreTrainedTokenizerFast]:
+    """A trained folder, ready for `pass_at_1`: left padding, so generation continues each prompt
+    from its own last token."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
+    tokenizer.padding_side = "left"
+    return LlamaForCausalLM.from_pretrained(out_dir).eval(), tokenizer
+
+
 def sampled_pass_at_1(out_dir: Path, problems: list[Problem], samples: int) -> dict[int, float]:
     """`pass_at_1` of the trained folder at `out_dir`, sampled at T = 1 as the bank samples."""
-    model = LlamaForCausalLM.from_pretrained(out_dir).eval()
-    tokenizer = PreTrainedTokenizerFast.from_pretrained(out_dir)
-    tokenizer.padding_side = "left"  # generation continues each prompt from its own last token
-    return pass_at_1(model, tokenizer, problems, samples, temperature=1.0, top_k=0)
+    return pass_at_1(*load_trained(out_dir), problems, samples, temperature=1.0, top_k=0)
