@@ -32,8 +32,8 @@ def training_key(task_cfg: TaskConfig, model_cfg: BaseModelConfig) -> str:
 
 
 @task(cache_policy=NO_CACHE)
-def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path, stage: str = "train-base"
-                ) -> tiny.TrainResult:
+def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path, stage: str = "train-base",
+                stop_above: tuple[int, float] | None = None) -> tiny.TrainResult:
     with tqdm(total=100, desc=stage, unit="%", mininterval=1.0,
               bar_format="{l_bar}{bar}| {elapsed}<{remaining}{postfix}") as bar:
 
@@ -41,7 +41,7 @@ def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path,
             bar.set_postfix_str(f"update {update}, loss {loss:.3f}", refresh=False)
             bar.update(int(frac * 100) - bar.n)  # redraws at most once a second
 
-        return tiny.train(model_cfg, arith.training_stream(task_cfg, model_cfg.seed), out_dir, progress)
+        return tiny.train(model_cfg, arith.training_stream(task_cfg, model_cfg.seed), out_dir, progress, stop_above)
 
 
 def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path, stage: str, run_id: str
@@ -50,9 +50,11 @@ def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_di
 
     Whether a run's model learns the task is a draw (README, "The base model"), and a generator that
     answers nothing makes every later stage measure noise. The check samples level-1 train-split
-    problems (never test ones) at T = 1, as the bank does; each try is logged (MLflow `check_pass_at_1`
-    and `try_train_seconds` by try), so the compute a restart costs is on record. Returns the kept
-    (last) try's result and the number of tries."""
+    problems (never test ones) at T = 1, as the bank does; with `gate_update`, a try that is not the
+    last stops there when its loss is still above `gate_loss` (a draw on the plateau, known at 70% of
+    its cost) and is not checked. Each try is logged (MLflow `check_pass_at_1`, `try_train_seconds`,
+    `try_updates` by try), so the compute a restart costs is on record. Returns the kept (last)
+    try's result and the number of tries."""
     if not model_cfg.restarts:
         return train_model(task_cfg, model_cfg, out_dir, stage), 1
     logger = get_run_logger()
@@ -60,17 +62,26 @@ def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_di
     if len(check) < model_cfg.check_problems:
         raise ValueError(f"base_model.check_problems={model_cfg.check_problems} needs that many level-1 train "
                          f"problems; task.n_train={task_cfg.n_train} has {len(check)}")
+    gate = (model_cfg.gate_update, model_cfg.gate_loss) if model_cfg.gate_update is not None else None
     for attempt in range(model_cfg.restarts + 1):
         cfg = model_cfg.model_copy(update={"seed": model_cfg.seed + attempt})
-        result = train_model(task_cfg, cfg, out_dir, stage)
+        last = attempt == model_cfg.restarts
+        result = train_model(task_cfg, cfg, out_dir, stage, None if last else gate)
+        cost = [("try_train_seconds", result.seconds, attempt), ("try_final_loss", result.final_loss, attempt),
+                ("try_updates", result.updates, attempt)]
+        if result.stopped_by == "gate":
+            log_metrics(run_id, cost)
+            logger.warning("seed %d is still on the plateau: loss %.3f at update %d, above the gate's %.3f; stopped "
+                           "after %.0fs, training again with seed %d (restart %d of %d)", cfg.seed, result.final_loss,
+                           result.updates, model_cfg.gate_loss, result.seconds, cfg.seed + 1, attempt + 1,
+                           model_cfg.restarts)
+            continue
         share = tiny.sampled_pass_at_1(out_dir, check, model_cfg.check_samples)[0]
-        log_metrics(run_id, [("try_train_seconds", result.seconds, attempt), ("try_final_loss", result.final_loss, attempt),
-                             ("check_pass_at_1", share, attempt)])
+        log_metrics(run_id, [*cost, ("check_pass_at_1", share, attempt)])
         if share >= LEARNED_BAR:
             logger.info("seed %d learned the task: sampled pass@1 %.3f on %d level-1 train problems (bar %.1f)",
                         cfg.seed, share, len(check), LEARNED_BAR)
             return result, attempt + 1
-        last = attempt == model_cfg.restarts
         logger.warning("seed %d did not learn the task: sampled pass@1 %.3f on %d level-1 train problems, below %.1f; %s",
                        cfg.seed, share, len(check), LEARNED_BAR,
                        "no restarts left: keeping it (the bank and the findings report will say so)" if last

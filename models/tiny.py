@@ -118,7 +118,7 @@ class TrainResult:
     final_loss: float
     losses: list[tuple[int, float]]
     n_params: int
-    stopped_by: str  # "updates" (the schedule ran out) or "time cap" (the safety stop)
+    stopped_by: str  # "updates" (the schedule ran out), "time cap" (the safety stop) or "gate" (stop_above)
 
 
 def train(
@@ -126,8 +126,10 @@ def train(
     examples: Iterator[tuple[str, str]],
     out_dir: Path,
     on_progress: Callable[[int, float, float], None] | None = None,
+    stop_above: tuple[int, float] | None = None,
 ) -> TrainResult:
-    """Train for `max_updates`; `train_seconds` is only a safety stop.
+    """Train for `max_updates`; `train_seconds` is only a safety stop; `stop_above` = (update, loss)
+    stops a try whose smoothed loss at that update is still above that loss (train-base's gate).
 
     The cosine schedule follows the update count alone, so with its seed a run trains
     the same model on any machine that finishes in time. (An earlier schedule that
@@ -177,6 +179,9 @@ def train(
         ema = value if math.isnan(ema) else 0.95 * ema + 0.05 * value
         if update % 10 == 0:
             losses.append((update, ema))
+        if stop_above is not None and update == stop_above[0] and ema > stop_above[1]:
+            stopped_by = "gate"
+            break
         if on_progress is not None:
             on_progress(update, min(1.0, frac), ema)
     seconds = time.monotonic() - start

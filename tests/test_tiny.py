@@ -5,6 +5,7 @@ from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
+import pytest
 import torch
 
 from ttscale.configs.schema import BaseModelConfig, TaskConfig
@@ -119,6 +120,24 @@ def test_a_model_that_did_not_learn_is_trained_again_with_the_next_seed(prefect_
     checks = client.get_metric_history(record["mlflow_run_id"], "check_pass_at_1")
     assert sorted(m.step for m in checks) == [0, 1] and all(m.value < 0.5 for m in checks)
     assert len(client.get_metric_history(record["mlflow_run_id"], "try_train_seconds")) == 2
+
+
+def test_a_try_still_on_the_plateau_at_the_gate_stops_there_and_is_not_checked(prefect_server, smoke_config,
+                                                                                tmp_path):
+    """gate_update=3 with a gate no loss passes: the first try stops after 3 of 5 updates without a check,
+    the last try is never gated (it is the one kept), and MLflow has both tries' updates."""
+    from ttscale.flows.train_base import train_base
+
+    config = _restarting(smoke_config, restarts=1, gate_update=3, gate_loss=1e-6)
+    train_base(config=config, workdir=str(tmp_path))
+    record = json.loads((tmp_path / "models" / "base" / "ttscale_train.json").read_text())
+    assert record["tries"] == 2 and record["updates"] == 5 and record["stopped_by"] == "updates"
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    updates = client.get_metric_history(record["mlflow_run_id"], "try_updates")
+    assert sorted((m.step, m.value) for m in updates) == [(0, 3.0), (1, 5.0)]
+    assert [m.step for m in client.get_metric_history(record["mlflow_run_id"], "check_pass_at_1")] == [1]
+    with pytest.raises(ValueError, match="gate_update=5 must come before max_updates=5"):
+        config.base_model.model_validate({**config.base_model.model_dump(), "gate_update": 5})
 
 
 def test_restarts_stop_at_the_first_model_that_learned(prefect_server, smoke_config, tmp_path, monkeypatch):

@@ -48,8 +48,8 @@ def unlearned_warning(pass_at_1_by_level: dict[int, float], model: str) -> str |
     return (f"the `{model}` model did not learn the embedded task: its pass@1 on its easiest level ({easiest}) is "
             f"{levels[easiest]:.3f}, below {LEARNED_BAR} (about 0.9 in the healthy runs of the README), so every figure below measures "
             f"a model that answers almost nothing. Its training is seed- and CPU-sensitive (README, \"The base "
-            f"model\"): run again with `--set base_model.restarts=2`: train-base then checks each try and moves to the next seed "
-            f"while one has not learned")
+            f"model\"): run again with more tries (`--set base_model.restarts=4`; tiny has 2): train-base checks each "
+            f"try and moves to the next seed while one has not learned")
 
 
 @dataclass(frozen=True)
