@@ -8,6 +8,7 @@ half-written model behind.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -44,8 +45,29 @@ def train_model(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path,
         return tiny.train(model_cfg, arith.training_stream(task_cfg, model_cfg.seed), out_dir, progress, stop_above)
 
 
-def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path, stage: str, run_id: str
-                        ) -> tuple[tiny.TrainResult, int]:
+class TryLedger:
+    """The tries of one training key that ended without a model to keep (gated, or checked and weak), in a
+    JSON file beside the model folder, so a killed run resumes at the next seed instead of training those
+    seeds again: with the same settings a seed trains the same model on the same machine. Removed once a
+    model is kept."""
+
+    def __init__(self, path: Path, key: str) -> None:
+        self.path, self.key = path, key
+        stored = json.loads(path.read_text()) if path.exists() else {}
+        self.tries: list[dict] = stored.get("tries", []) if stored.get("key") == key else []
+
+    def add(self, entry: dict) -> None:
+        self.tries.append(entry)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"key": self.key, "tries": self.tries}))
+        tmp.replace(self.path)
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path, stage: str, run_id: str,
+                        ledger: TryLedger) -> tuple[tiny.TrainResult, int]:
     """Train; with `restarts`, check the model and train again with the next seed while it has not learned.
 
     Whether a run's model learns the task is a draw (README, "The base model"), and a generator that
@@ -53,8 +75,9 @@ def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_di
     problems (never test ones) at T = 1, as the bank does; with `gate_update`, a try that is not the
     last stops there when its loss is still above `gate_loss` (a draw on the plateau, known at 70% of
     its cost) and is not checked. Each try is logged (MLflow `check_pass_at_1`, `try_train_seconds`,
-    `try_updates` by try), so the compute a restart costs is on record. Returns the kept (last)
-    try's result and the number of tries."""
+    `try_updates` by try; a killed run's finished tries come from the ledger, logged again in the new
+    run), so the compute a restart costs is on record. Returns the kept (last) try's result and the
+    number of tries."""
     if not model_cfg.restarts:
         return train_model(task_cfg, model_cfg, out_dir, stage), 1
     logger = get_run_logger()
@@ -63,21 +86,26 @@ def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_di
         raise ValueError(f"base_model.check_problems={model_cfg.check_problems} needs that many level-1 train "
                          f"problems; task.n_train={task_cfg.n_train} has {len(check)}")
     gate = (model_cfg.gate_update, model_cfg.gate_loss) if model_cfg.gate_update is not None else None
-    for attempt in range(model_cfg.restarts + 1):
+    for entry in ledger.tries:
+        logger.info("seed %d was tried before this run was killed (%s): not trained again", entry["seed"],
+                    entry["outcome"])
+        log_metrics(run_id, [(name, entry[name], entry["attempt"]) for name in
+                             ("try_train_seconds", "try_final_loss", "try_updates", "check_pass_at_1") if name in entry])
+    for attempt in range(len(ledger.tries), model_cfg.restarts + 1):
         cfg = model_cfg.model_copy(update={"seed": model_cfg.seed + attempt})
         last = attempt == model_cfg.restarts
         result = train_model(task_cfg, cfg, out_dir, stage, None if last else gate)
-        cost = [("try_train_seconds", result.seconds, attempt), ("try_final_loss", result.final_loss, attempt),
-                ("try_updates", result.updates, attempt)]
+        cost = {"try_train_seconds": result.seconds, "try_final_loss": result.final_loss, "try_updates": result.updates}
         if result.stopped_by == "gate":
-            log_metrics(run_id, cost)
+            log_metrics(run_id, [(name, value, attempt) for name, value in cost.items()])
+            ledger.add({"attempt": attempt, "seed": cfg.seed, "outcome": "gated", **cost})
             logger.warning("seed %d is still on the plateau: loss %.3f at update %d, above the gate's %.3f; stopped "
                            "after %.0fs, training again with seed %d (restart %d of %d)", cfg.seed, result.final_loss,
                            result.updates, model_cfg.gate_loss, result.seconds, cfg.seed + 1, attempt + 1,
                            model_cfg.restarts)
             continue
         share = tiny.sampled_pass_at_1(out_dir, check, model_cfg.check_samples)[0]
-        log_metrics(run_id, [*cost, ("check_pass_at_1", share, attempt)])
+        log_metrics(run_id, [(name, value, attempt) for name, value in {**cost, "check_pass_at_1": share}.items()])
         if share >= LEARNED_BAR:
             logger.info("seed %d learned the task: sampled pass@1 %.3f on %d level-1 train problems (bar %.1f)",
                         cfg.seed, share, len(check), LEARNED_BAR)
@@ -86,6 +114,8 @@ def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_di
                        cfg.seed, share, len(check), LEARNED_BAR,
                        "no restarts left: keeping it (the bank and the findings report will say so)" if last
                        else f"training again with seed {cfg.seed + 1} (restart {attempt + 1} of {model_cfg.restarts})")
+        if not last:
+            ledger.add({"attempt": attempt, "seed": cfg.seed, "outcome": "weak", **cost, "check_pass_at_1": share})
     return result, model_cfg.restarts + 1
 
 
@@ -101,9 +131,10 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
         logger.info("%s already trained with these settings: %s", name, out)
         return out
 
+    ledger = TryLedger(out.with_name(out.name + ".tries.json"), key)
     with staged_dir(out) as tmp, mlflow_run(wd, stage, tags={"stage": stage, "preset": config.name}) as run_id:
         log_config(run_id, {"task": config.task.model_dump(mode="json"), "model": model_cfg.model_dump()})
-        result, tries = train_until_learned(config.task, model_cfg, tmp, stage, run_id)
+        result, tries = train_until_learned(config.task, model_cfg, tmp, stage, run_id, ledger)
         log_metrics(
             run_id,
             [("train_loss", loss, step) for step, loss in result.losses]
@@ -123,6 +154,7 @@ def train_embedded(config: PipelineConfig, wd: Workdir, name: str, model_cfg: Ba
                            "stopped_by": result.stopped_by, "updates": result.updates,
                            "max_updates": model_cfg.max_updates, "train_seconds_cap": model_cfg.train_seconds,
                            "seed": model_cfg.seed + tries - 1, "tries": tries})
+    ledger.clear()  # the model is in place: a later run with these settings skips training altogether
     logger.info(
         "trained %d params for %.0fs (%d updates, %.0f tokens/s), loss %.3f; registered %s v%d",
         result.n_params, result.seconds, result.updates, result.tokens / result.seconds, result.final_loss,

@@ -140,6 +140,37 @@ def test_a_try_still_on_the_plateau_at_the_gate_stops_there_and_is_not_checked(p
         config.base_model.model_validate({**config.base_model.model_dump(), "gate_update": 5})
 
 
+def test_a_killed_train_base_resumes_at_the_next_seed(prefect_server, smoke_config, tmp_path, monkeypatch):
+    """The first try is gated (real training), the second is killed; the resumed run trains seeds +1 and +2
+    only, logs all three tries in its MLflow run, and leaves no ledger behind."""
+    import ttscale.flows.train_base as train_base_flow
+
+    real, seeds, kill = train_base_flow.train_model, [], {"at": 2}
+
+    def recording(task_cfg, model_cfg, out_dir, stage="train-base", stop_above=None):
+        seeds.append(model_cfg.seed)
+        if len(seeds) == kill["at"]:
+            raise RuntimeError("killed")
+        return real(task_cfg, model_cfg, out_dir, stage, stop_above)
+
+    monkeypatch.setattr(train_base_flow, "train_model", recording)
+    config = _restarting(smoke_config, restarts=2, gate_update=3, gate_loss=1e-6)
+    s0 = config.base_model.seed
+    with pytest.raises(Exception, match="killed"):
+        train_base_flow.train_base(config=config, workdir=str(tmp_path))
+    assert seeds == [s0, s0 + 1] and (tmp_path / "models" / "base.tries.json").exists()
+    seeds.clear()
+    kill["at"] = 0
+    train_base_flow.train_base(config=config, workdir=str(tmp_path))
+    assert seeds == [s0 + 1, s0 + 2]
+    record = json.loads((tmp_path / "models" / "base" / "ttscale_train.json").read_text())
+    assert record["tries"] == 3 and record["seed"] == s0 + 2
+    assert not (tmp_path / "models" / "base.tries.json").exists()
+    client = MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    updates = client.get_metric_history(record["mlflow_run_id"], "try_updates")
+    assert sorted((m.step, m.value) for m in updates) == [(0, 3.0), (1, 3.0), (2, 5.0)]
+
+
 def test_restarts_stop_at_the_first_model_that_learned(prefect_server, smoke_config, tmp_path, monkeypatch):
     """The second try passes the check (here by a stand-in for the sampler), so a third is never trained."""
     import ttscale.flows.train_base as train_base_flow
