@@ -278,6 +278,10 @@ class ScoreConfig(Frozen):
         "is the FLOPs-matched stage's larger model), oracle (exact step checks, the embedded task's ceiling; "
         "skipped on other tasks), random")
     resamples: int = Field(default=400, ge=10, description="subsets drawn per budget for the curves")
+    adaptive_leads: list[Annotated[int, Field(ge=1)]] = Field(
+        default_factory=lambda: [2, 3, 4], description="adaptive self-consistency on the bank (tasks/adaptive.py): "
+        "for each lead, sample until the leading answer is that many votes ahead (at most bank.n), replayed in "
+        "`resamples` random orders; reported beside majority at the same or a larger budget; empty: off")
     problems_per_chunk: int = Field(default=50, ge=1)
     threads: int = Field(default=2, ge=1)
     prefix_cache_mb: int = Field(

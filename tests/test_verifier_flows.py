@@ -90,6 +90,15 @@ def test_pipeline_labels_trains_scores_and_draws_curves(scored_workdir, smoke_co
     assert (weighted, best) == (round(stored["weighted"], 3), round(stored["best_of_n"], 3))
     assert auc != auc or 0 <= auc <= 1  # nan where no smoke problem has both right and wrong candidates
     assert "| level | within-problem AUC | first-error AUC |" in report and "| first error | ranked first |" in report
+    # adaptive self-consistency: every lead, overall and per level, in the warehouse, MLflow and the report
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        adaptive = con.execute("SELECT k, value FROM metrics WHERE name = 'adaptive_sc/mean_samples' AND level = 0 "
+                               "ORDER BY k").fetchall()
+    assert [k for k, _ in adaptive] == smoke_config.scoring.adaptive_leads
+    assert all(1 <= v <= smoke_config.bank.n for _, v in adaptive)
+    assert [v for _, v in adaptive] == sorted(v for _, v in adaptive)  # the same orders for every lead
+    assert len(client.get_metric_history(score_run.info.run_id, "adaptive_sc_accuracy")) == len(adaptive)
+    assert "Adaptive self-consistency" in report and "vs majority@" in report
 
 
 def test_registry_round_trip_scores_the_same(scored_workdir):
