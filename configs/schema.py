@@ -282,6 +282,9 @@ class ScoreConfig(Frozen):
         default_factory=lambda: [2, 3, 4], description="adaptive self-consistency on the bank (tasks/adaptive.py): "
         "for each lead, sample until the leading answer is that many votes ahead (at most bank.n), replayed in "
         "`resamples` random orders; reported beside majority at the same or a larger budget; empty: off")
+    adaptive_weighted: bool = Field(default=True, description="also adaptive weighted voting: each vote counts "
+                                    "its candidate's score (prm, under aggregation), the leader must be `lead` "
+                                    "score units ahead; reported beside best-of-N weighted at a fixed N")
     problems_per_chunk: int = Field(default=50, ge=1)
     threads: int = Field(default=2, ge=1)
     prefix_cache_mb: int = Field(

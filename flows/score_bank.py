@@ -25,7 +25,8 @@ from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.prm import StepScorer
 from ttscale.models.scorers import ORACLE, ScorerSource, open_scorer, resolve_prm, scorer_key
 from ttscale.tasks import arith
-from ttscale.tasks.adaptive import adaptive_points, markdown as adaptive_markdown, metrics_rows as adaptive_metrics_rows
+from ttscale.tasks.adaptive import (adaptive_points, markdown as adaptive_markdown, metric_prefix as adaptive_prefix,
+                                    metrics_rows as adaptive_metrics_rows)
 from ttscale.tasks.findings import verifier_budgets, verifier_comparisons
 from ttscale.tasks.reports.findings import comparison_lines
 from ttscale.tasks.problems import Problem, load_problems
@@ -135,6 +136,7 @@ def score_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | N
     baselines = baseline_sources(config, wd, source)
     scorer_id = scorer_key(source, config.scoring.step_separator)
     run_id = stable_hash(STAGE, bank, scorer_id, config.scoring.resamples, config.scoring.adaptive_leads,
+                         config.scoring.adaptive_weighted,
                          *[scorer_key(b, config.scoring.step_separator) for b in baselines.values()])
     problems = {p.problem_id: p for p in load_problems(config.task)}
     cfg = config.scoring
@@ -154,6 +156,9 @@ def score_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | N
             # the answer-only baseline that spends less where answers agree (no scorer: once per bank)
             adaptive = adaptive_points(main.by_problem, cfg.adaptive_leads, config.bank.n, cfg.resamples,
                                        config.bank.seed)
+            if cfg.adaptive_weighted:  # the same stop with the main scorer's votes (DeepConf-style)
+                adaptive += adaptive_points(main.by_problem, cfg.adaptive_leads, config.bank.n, cfg.resamples,
+                                            config.bank.seed, cfg.aggregation)
             if adaptive:
                 wh.insert("metrics", pa.Table.from_pylist(adaptive_metrics_rows(adaptive, run_id)))
             for o in others:
@@ -166,7 +171,8 @@ def score_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | N
                           for n, level, v in m.diagnosis.metrics() if v == v]
             log_metrics(ml_id, curve_metrics(main.points) + per_scorer
                         + [m for o in others for m in curve_metrics(o.points, prefix=f"baseline/{o.name}/")]
-                        + [(f"adaptive_sc_{name}" + (f"/level_{p.level}" if p.level else ""), value, p.lead)
+                        + [(f"{adaptive_prefix(p)}_{name}" + (f"/level_{p.level}" if p.level else ""), value,
+                            int(p.lead))
                            for p in adaptive for name, value in (("mean_samples", p.mean_samples),
                                                                  ("accuracy", p.accuracy))]
                         + [("scored_candidates", cost["candidates"], 0),
@@ -182,7 +188,7 @@ def score_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | N
             if others:
                 markdown += "\n" + "\n".join(baselines_markdown(main, others, cfg.aggregation)) + "\n"
             if adaptive:
-                markdown += "\n" + "\n".join(adaptive_markdown(adaptive, config.bank.n)) + "\n"
+                markdown += "\n" + "\n".join(adaptive_markdown(adaptive, config.bank.n, config.scoring.prm)) + "\n"
             publish_report(wd.reports, f"{STAGE}-{bank}-{scorer_id}", markdown, plot, "verifier-curves",
                            f"accuracy vs N by selection rule, bank {bank}")
     logger.info("verifier curves for bank %s, scorer %s: report at %s", bank, scorer_id, wd.reports)

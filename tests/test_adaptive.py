@@ -8,17 +8,18 @@ from ttscale.tasks.adaptive import adaptive_points, random_orders, replay
 from ttscale.tasks.selection import ProblemCandidates
 
 
-def _one_at_a_time(answers: list[str | None], lead: int, cap: int) -> tuple[int, set[str]]:
-    """The rule as a person would run it: draw, count, stop when the leader is `lead` ahead; the leaders at the stop."""
-    votes: dict[str, int] = {}
-    for used, answer in enumerate(answers[:cap], start=1):
+def _one_at_a_time(answers: list[str | None], lead: float, cap: int, weights: list[float]) -> tuple[int, set[str]]:
+    """The rule as a person would run it: draw, count (each vote its weight), stop when the leader is `lead`
+    ahead; the leaders at the stop."""
+    votes: dict[str, float] = {}
+    for used, (answer, weight) in enumerate(zip(answers[:cap], weights), start=1):
         if answer is not None:
-            votes[answer] = votes.get(answer, 0) + 1
+            votes[answer] = votes.get(answer, 0) + weight
         ranked = sorted(votes.values(), reverse=True) + [0, 0]
         if ranked[0] - ranked[1] >= lead:
             break
     top = max(votes.values(), default=0)
-    return used, {a for a, v in votes.items() if v == top and top > 0}
+    return used, {a for a, v in votes.items() if v == top}
 
 
 def test_replay_matches_drawing_one_sample_at_a_time():
@@ -29,14 +30,17 @@ def test_replay_matches_drawing_one_sample_at_a_time():
         truth = str(int(rng.integers(0, 2)))
         pc = ProblemCandidates.build(answers, [a == truth for a in answers])
         lead, cap = int(rng.integers(1, 5)), int(rng.integers(2, n + 3))
+        # weights in quarters, so the sums are exact; half the trials unweighted (one vote each)
+        weights = rng.integers(0, 5, size=n) / 4 if trial % 2 else None
         perm = random_orders(n, 7, rng)
-        used, right = replay(pc, lead, cap, perm, rng)
+        used, right = replay(pc, lead, cap, perm, rng, weights)
         for row, u, r in zip(perm, used, right):
-            want_used, leaders = _one_at_a_time([answers[i] for i in row], lead, cap)
+            w = [1.0] * n if weights is None else [float(weights[i]) for i in row]
+            want_used, leaders = _one_at_a_time([answers[i] for i in row], lead, cap, w)
             assert u == want_used, (answers, row, lead, cap)
             if len(leaders) == 1:
                 assert r == (leaders == {truth})
-            else:
+            else:  # a tie (or no vote at all): right only if the truth is among the tied
                 assert not r or truth in leaders
 
 

@@ -99,6 +99,12 @@ def test_pipeline_labels_trains_scores_and_draws_curves(scored_workdir, smoke_co
     assert [v for _, v in adaptive] == sorted(v for _, v in adaptive)  # the same orders for every lead
     assert len(client.get_metric_history(score_run.info.run_id, "adaptive_sc_accuracy")) == len(adaptive)
     assert "Adaptive self-consistency" in report and "vs majority@" in report
+    with duckdb.connect(str(workdir / "ttscale.duckdb"), read_only=True) as con:
+        rows = dict(con.execute("SELECT name, count(*) FROM metrics WHERE name IN ('adaptive_sc/accuracy', "
+                                "'adaptive_weighted/accuracy') GROUP BY 1").fetchall())
+    # the weighted vote at every lead and level the plain one has (smoke_config.scoring.adaptive_weighted is on)
+    assert rows["adaptive_weighted/accuracy"] == rows["adaptive_sc/accuracy"] >= len(adaptive)
+    assert "Adaptive weighted voting" in report and "vs weighted@" in report
 
 
 def test_registry_round_trip_scores_the_same(scored_workdir):
