@@ -25,8 +25,8 @@ from ttscale.flows.stage import stage_run, user_errors
 from ttscale.models.prm import StepScorer
 from ttscale.models.scorers import ORACLE, ScorerSource, open_scorer, resolve_prm, scorer_key
 from ttscale.tasks import arith
-from ttscale.tasks.adaptive import (adaptive_points, markdown as adaptive_markdown, metric_prefix as adaptive_prefix,
-                                    metrics_rows as adaptive_metrics_rows)
+from ttscale.tasks.adaptive import (adaptive_points, markdown as adaptive_markdown,
+                                    metrics_rows as adaptive_metrics_rows, mlflow_metrics as adaptive_mlflow_metrics)
 from ttscale.tasks.findings import verifier_budgets, verifier_comparisons
 from ttscale.tasks.reports.findings import comparison_lines
 from ttscale.tasks.problems import Problem, load_problems
@@ -171,10 +171,7 @@ def score_bank(preset: PresetChoice = PresetChoice(), config: PipelineConfig | N
                           for n, level, v in m.diagnosis.metrics() if v == v]
             log_metrics(ml_id, curve_metrics(main.points) + per_scorer
                         + [m for o in others for m in curve_metrics(o.points, prefix=f"baseline/{o.name}/")]
-                        + [(f"{adaptive_prefix(p)}_{name}" + (f"/level_{p.level}" if p.level else ""), value,
-                            int(p.lead))
-                           for p in adaptive for name, value in (("mean_samples", p.mean_samples),
-                                                                 ("accuracy", p.accuracy))]
+                        + adaptive_mlflow_metrics(adaptive)
                         + [("scored_candidates", cost["candidates"], 0),
                            ("scored_tokens", float(cost["tokens"] or 0), 0)])
             plot = plot_curves(main.points, wd.reports / f"{STAGE}-{bank}-{scorer_id}.png", cfg.aggregation,

@@ -66,6 +66,11 @@ class TryLedger:
         self.path.unlink(missing_ok=True)
 
 
+def log_try(run_id: str, attempt: int, measured: dict[str, float]) -> None:
+    """One try's cost (and check) in MLflow, step = the try: from this run, or from the ledger of a killed one."""
+    log_metrics(run_id, [(name, value, attempt) for name, value in measured.items()])
+
+
 def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_dir: Path, stage: str, run_id: str,
                         ledger: TryLedger) -> tuple[tiny.TrainResult, int]:
     """Train; with `restarts`, check the model and train again with the next seed while it has not learned.
@@ -89,23 +94,24 @@ def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_di
     for entry in ledger.tries:
         logger.info("seed %d was tried before this run was killed (%s): not trained again", entry["seed"],
                     entry["outcome"])
-        log_metrics(run_id, [(name, entry[name], entry["attempt"]) for name in
-                             ("try_train_seconds", "try_final_loss", "try_updates", "check_pass_at_1") if name in entry])
+        log_try(run_id, entry["attempt"], entry["metrics"])
     for attempt in range(len(ledger.tries), model_cfg.restarts + 1):
         cfg = model_cfg.model_copy(update={"seed": model_cfg.seed + attempt})
         last = attempt == model_cfg.restarts
         result = train_model(task_cfg, cfg, out_dir, stage, None if last else gate)
-        cost = {"try_train_seconds": result.seconds, "try_final_loss": result.final_loss, "try_updates": result.updates}
+        measured = {"try_train_seconds": result.seconds, "try_final_loss": result.final_loss,
+                    "try_updates": result.updates}
         if result.stopped_by == "gate":
-            log_metrics(run_id, [(name, value, attempt) for name, value in cost.items()])
-            ledger.add({"attempt": attempt, "seed": cfg.seed, "outcome": "gated", **cost})
+            log_try(run_id, attempt, measured)
+            ledger.add({"attempt": attempt, "seed": cfg.seed, "outcome": "gated", "metrics": measured})
             logger.warning("seed %d is still on the plateau: loss %.3f at update %d, above the gate's %.3f; stopped "
                            "after %.0fs, training again with seed %d (restart %d of %d)", cfg.seed, result.final_loss,
                            result.updates, model_cfg.gate_loss, result.seconds, cfg.seed + 1, attempt + 1,
                            model_cfg.restarts)
             continue
         share = tiny.sampled_pass_at_1(out_dir, check, model_cfg.check_samples)[0]
-        log_metrics(run_id, [(name, value, attempt) for name, value in {**cost, "check_pass_at_1": share}.items()])
+        measured["check_pass_at_1"] = share
+        log_try(run_id, attempt, measured)
         if share >= LEARNED_BAR:
             logger.info("seed %d learned the task: sampled pass@1 %.3f on %d level-1 train problems (bar %.1f)",
                         cfg.seed, share, len(check), LEARNED_BAR)
@@ -115,7 +121,7 @@ def train_until_learned(task_cfg: TaskConfig, model_cfg: BaseModelConfig, out_di
                        "no restarts left: keeping it (the bank and the findings report will say so)" if last
                        else f"training again with seed {cfg.seed + 1} (restart {attempt + 1} of {model_cfg.restarts})")
         if not last:
-            ledger.add({"attempt": attempt, "seed": cfg.seed, "outcome": "weak", **cost, "check_pass_at_1": share})
+            ledger.add({"attempt": attempt, "seed": cfg.seed, "outcome": "weak", "metrics": measured})
     return result, model_cfg.restarts + 1
 
 

@@ -10,10 +10,11 @@ The stopping rule here: stop once the leading answer has `lead` more votes than 
 (unparseable answers never vote), or at `cap` samples; answer the leader (a tie at the cap is
 broken at random). Weighted (DeepConf-style, with a verifier), each vote counts its candidate's
 score, so a sample the verifier doubts moves the vote little, and the leader must be `lead`
-score units ahead; it is compared with best-of-N weighted, the same rule at a fixed N. The bank's samples are i.i.d., so the rule is replayed on `orders` random
-orders of each problem's candidates: a problem's outcome is its accuracy and mean samples
-over those orders. A paired comparison puts it against majority at the smallest power of two
-N at or above its mean samples, so majority is never charged less.
+score units ahead. The bank's samples are i.i.d., so the rule is replayed on `orders` random
+orders of each problem's candidates: a problem's outcome is its accuracy and mean samples over
+those orders. A paired comparison puts it against the same vote at a fixed N (majority, or
+best-of-N weighted), the smallest power of two at or above its mean samples, so the fixed rule
+is never charged less.
 """
 
 from __future__ import annotations
@@ -112,6 +113,12 @@ def metrics_rows(points: Sequence[AdaptivePoint], run_id: str) -> list[dict]:
     """Rows of the warehouse `metrics` table (k = the lead)."""
     return [{"run_id": run_id, "name": f"{metric_prefix(p)}/{name}", "level": p.level, "k": int(p.lead),
              "value": value}
+            for p in points for name, value in (("mean_samples", p.mean_samples), ("accuracy", p.accuracy))]
+
+
+def mlflow_metrics(points: Sequence[AdaptivePoint]) -> list[tuple[str, float, int]]:
+    """(name, value, step = the lead) for MLflow: the `metrics` rows' names, `/level_L` for a level."""
+    return [(f"{metric_prefix(p)}_{name}" + (f"/level_{p.level}" if p.level else ""), value, int(p.lead))
             for p in points for name, value in (("mean_samples", p.mean_samples), ("accuracy", p.accuracy))]
 
 
