@@ -346,6 +346,8 @@ class ReviserConfig(Frozen):
                              "at; chains drop an attempt's oldest earlier attempts to fit it")
     learning_rate: float = Field(default=3e-4, gt=0)
     warmup_updates: int = Field(default=20, ge=0)
+    edit_weight: float = Field(default=1.0, ge=1.0, description="loss weight of the target token where it first "
+                               "differs from the attempt before it (1: every target token alike)")
     lora_r: int = Field(default=16, ge=1)
     lora_alpha: int = Field(default=32, ge=1)
     seed: int = 0

@@ -3,14 +3,21 @@
 The story: read the revision trajectories; turn each into (the problem with its
 incorrect attempts in context, the correct attempt); fine-tune with the loss on the
 correct attempt only (models/reviser.py); save safetensors and register
-`ttscale-reviser` in MLflow. Re-running with the same data and settings returns at once.
+`ttscale-reviser` in MLflow; then measure whether it reads its context: on trajectories
+built the same way from the bank's test-split solutions (problems it never saw), how much
+a target's loss falls with its wrong attempts in the prompt against none, paired by
+problem (`reviser_context_gain` in MLflow and `metrics`). Re-running with the same data
+and settings returns at once.
 """
 
 from __future__ import annotations
 
+import random
+from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
 
+import pyarrow as pa
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
@@ -18,10 +25,12 @@ from ttscale.configs.choice import PresetChoice
 from ttscale.configs.schema import PipelineConfig, ReviserConfig
 from ttscale.flows.revision_data import data_ids
 from ttscale.flows.stage import stage_run, user_errors
-from ttscale.models.reviser import ContextRoom, ReviserTrainResult, train_reviser as fit_reviser
+from ttscale.models.reviser import (ContextRoom, ReviserTrainResult, first_edit, target_nll,
+                                    train_reviser as fit_reviser)
+from ttscale.tasks.comparison import Comparison, paired
 from ttscale.tasks.problems import Problem, load_problems
-from ttscale.tasks.revisions import fitted, revision_prompt
-from ttscale.tasks.sampling import stable_hash
+from ttscale.tasks.revisions import fitted, revision_prompt, trajectories
+from ttscale.tasks.sampling import bank_id, prompt_for, sampling_spec, stable_hash
 from ttscale.tasks.tracking import log_metrics, register_model
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
 from ttscale.warehouse.store import Warehouse
@@ -31,14 +40,14 @@ REGISTERED_NAME = "ttscale-reviser"
 
 
 @task(cache_policy=NO_CACHE)
-def fit(cfg: ReviserConfig, base_dir: Path, examples: Sequence[tuple[str, str]], out_dir: Path) -> ReviserTrainResult:
+def fit(cfg: ReviserConfig, base_dir: Path, examples: Sequence[tuple[str, str, int | None]], out_dir: Path) -> ReviserTrainResult:
     return fit_reviser(cfg, base_dir, examples, out_dir)
 
 
 def training_examples(rows: Sequence[dict], problems: dict[str, Problem], room: ContextRoom
-                      ) -> tuple[list[tuple[str, str]], int]:
-    """(revision prompt, target) per stored trajectory, each within reviser.max_seq_len: a context too
-    long loses its oldest wrong attempts. Returns the examples and how many were shortened."""
+                      ) -> tuple[list[tuple[str, str, int | None]], int]:
+    """(revision prompt, target, first edit) per stored trajectory, each within reviser.max_seq_len: a
+    context too long loses its oldest wrong attempts. Returns the examples and how many were shortened."""
     examples, shortened = [], 0
     for r in rows:
         if (problem := problems.get(r["problem_id"])) is None:
@@ -46,8 +55,71 @@ def training_examples(rows: Sequence[dict], problems: dict[str, Problem], room: 
         after = room.tokens(r["target"]) + 1  # the target and <eos>
         context = fitted(problem, r["context"], lambda prompt: room.fits(prompt, after))
         shortened += len(context) < len(r["context"])
-        examples.append((revision_prompt(problem, context), r["target"]))
+        examples.append((revision_prompt(problem, context), r["target"], first_edit(r["target"], context)))
     return examples, shortened
+
+
+@task(cache_policy=NO_CACHE)
+def context_gain(wh: Warehouse, config: PipelineConfig, base_dir: Path, model_dir: Path,
+                 problems: dict[str, Problem]) -> list[Comparison]:
+    """The reviser's loss on held-out correct targets without their context minus with it (nats per target,
+    paired by problem; above zero: the context helps it), over all levels and per level. Trajectories are
+    built as for training (two per problem), from the bank's test-split solutions and the problem's
+    reference solution where it has one (so hard problems with no correct sample count too); only those
+    with a context count."""
+    bank = bank_id(fingerprint(base_dir), sampling_spec(config.bank))
+    rows = wh.query("SELECT problem_id, text, correct FROM candidates WHERE bank_id = ? AND method = 'sample' "
+                    "ORDER BY problem_id, sample_index", [bank]).to_pylist()
+    by_problem: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        if (p := problems.get(r["problem_id"])) is not None and p.split == "test":
+            by_problem[r["problem_id"]].append(r)
+    data, room = config.revisions.data, ContextRoom(model_dir)
+    items = []
+    for pid, group in sorted(by_problem.items()):
+        rng = random.Random(stable_hash("context-gain", pid))
+        reference = problems[pid].meta.get("reference_solution")
+        texts = [r["text"] for r in group] + ([reference] if reference else [])
+        correct = [r["correct"] for r in group] + ([True] if reference else [])
+        for t in trajectories(pid, texts, correct, data.max_context, 2, rng):
+            context = fitted(problems[pid], t.context, lambda prompt: room.fits(prompt, room.tokens(t.target) + 1))
+            if context:
+                items.append((problems[pid], revision_prompt(problems[pid], context), t.target))
+    if not items:
+        return []
+    threads = config.revisions.reviser.threads
+    shown = target_nll(model_dir, [(prompt, target) for _, prompt, target in items], threads)
+    bare = target_nll(model_dir, [(prompt_for(p), target) for p, _, target in items], threads)
+    out = []
+    for level in [0, *sorted({p.level for p, *_ in items})]:
+        a: dict[str, list[float]] = defaultdict(list)
+        b: dict[str, list[float]] = defaultdict(list)
+        for (p, *_), s, n in zip(items, shown, bare):
+            if level in (0, p.level):
+                a[p.problem_id].append(-s)
+                b[p.problem_id].append(-n)
+        out.append(paired(a, b, finding=4, claim="the reviser reads its context", a_name="with context",
+                          b_name="without", stratum=f"level {level}" if level else "all", unit="nats",
+                          decides=level == 0))
+    return out
+
+
+def stratum_level(c: Comparison) -> int:
+    """The level a context-gain comparison covers (0: all levels), as the `metrics` table keys it."""
+    return 0 if c.stratum == "all" else int(c.stratum.removeprefix("level "))
+
+
+def gain_values(c: Comparison) -> tuple[tuple[str, float], ...]:
+    """(name suffix, value) of one context-gain comparison, the same in `metrics` and MLflow."""
+    return (("", c.effect), ("_lo", c.lo), ("_hi", c.hi), ("_problems", float(c.problems)))
+
+
+def gain_table(gains: Sequence[Comparison], run_id: str) -> pa.Table:
+    """`metrics` rows reviser_context_gain[_lo|_hi|_problems] per level (0 = all levels)."""
+    return pa.Table.from_pylist([{"run_id": run_id, "name": f"reviser_context_gain{suffix}", "level": stratum_level(c),
+                                  "k": 0, "value": value} for c in gains for suffix, value in gain_values(c)],
+                                schema=pa.schema([("run_id", pa.string()), ("name", pa.string()), ("level", pa.int32()),
+                                                  ("k", pa.int32()), ("value", pa.float64())]))
 
 
 @flow(name=STAGE, log_prints=True)
@@ -88,6 +160,15 @@ def train_reviser(preset: PresetChoice = PresetChoice(), config: PipelineConfig 
             version = register_model(ml_id, tmp, "reviser", REGISTERED_NAME)
             write_record(tmp, {"key": key, "mlflow_run_id": ml_id, "registered": REGISTERED_NAME,
                                "version": version, "revision_data_id": data_id})
+            gains = context_gain(wh, config, base_dir, tmp, problems)
+            wh.insert("metrics", gain_table(gains, run_id))
+            log_metrics(ml_id, [(f"reviser_context_gain{suffix}" + (f"/level_{lv}" if (lv := stratum_level(c)) else ""),
+                                 value, 0) for c in gains for suffix, value in gain_values(c)])
+    if gains:
+        logger.info("context gain on %d held-out test problems: %+.3f [%+.3f, %+.3f] nats per target (%s)",
+                    gains[0].problems, gains[0].effect, gains[0].lo, gains[0].hi, gains[0].verdict)
+    else:
+        logger.info("no test-split bank solutions with a context: the context gain was not measured")
     if shortened:
         logger.info("%d of %d trajectories lost their oldest attempts to fit reviser.max_seq_len=%d",
                     shortened, len(examples), cfg.max_seq_len)

@@ -7,6 +7,13 @@ its own earlier attempts, so no example may be cut or share a row. Batches group
 examples of similar length, which keeps padding small. `full` fine-tunes every weight
 (the embedded model); `lora` trains peft adapters and merges them on save (large models).
 
+Two things here concern whether the reviser reads what it is shown. `first_edit` marks the
+target character where it first differs from the attempt just before it: the one place a wrong
+attempt tells the model something (everything before it is a copy of work the model would
+redo anyway), and `ReviserConfig.edit_weight` weighs that token more in the loss.
+`target_nll` scores a target with and without its context, so train-reviser can measure on
+held-out problems how much the context lowers the target's loss (its "context gain").
+
 The model is saved with `max_position_embeddings` set to `max_seq_len`, the longest
 sequence it was fine-tuned at; `ContextRoom` reads it back so that chains never serve it a
 prompt longer than that (vLLM caps its context at the same value). A trajectory too long
@@ -73,6 +80,41 @@ def encode_example(tokenizer: PreTrainedTokenizerBase, prompt: str, target: str)
     return bos + p + t, [-100] * (len(bos) + len(p)) + t
 
 
+def first_edit(target: str, context: Sequence[str]) -> int | None:
+    """The character of `target` where it first differs from the last attempt of `context` (None: no context)."""
+    if not context:
+        return None
+    last = context[-1]
+    return next((i for i, (a, b) in enumerate(zip(target, last)) if a != b), min(len(target), len(last)))
+
+
+def loss_weights(tokenizer: PreTrainedTokenizerBase, target: str, edit: int | None, weight: float) -> list[float]:
+    """One weight per target token and <eos> (as `encode_example` lays them out): `weight` on the token
+    holding character `edit`, 1 elsewhere."""
+    n = len(tokenizer.encode(target, add_special_tokens=False)) + 1
+    weights = [1.0] * n
+    if edit is not None and weight != 1.0:
+        weights[min(len(tokenizer.encode(target[:edit], add_special_tokens=False)), n - 1)] = weight
+    return weights
+
+
+def target_nll(model_dir: Path, pairs: Sequence[tuple[str, str]], threads: int = 2) -> list[float]:
+    """Teacher-forced negative log-likelihood (nats, summed over the target and <eos>) of each
+    (prompt, target): the reviser's loss on one example, without sampling."""
+    torch.set_num_threads(threads)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    model = AutoModelForCausalLM.from_pretrained(model_dir, use_safetensors=True).eval()
+    out = []
+    with torch.no_grad():
+        for prompt, target in pairs:
+            ids, labels = encode_example(tokenizer, prompt, target)
+            logits = model(input_ids=torch.tensor([ids])).logits[0, :-1].float()
+            wanted = torch.tensor(labels[1:])
+            keep = wanted != -100
+            out.append(float(torch.nn.functional.cross_entropy(logits[keep], wanted[keep], reduction="sum")))
+    return out
+
+
 def _pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
     width = max(len(r) for r in rows)
     return torch.tensor([r + [value] * (width - len(r)) for r in rows])
@@ -81,7 +123,7 @@ def _pad(rows: Sequence[list[int]], value: int) -> torch.Tensor:
 def train_reviser(
     cfg: ReviserConfig,
     base_dir: Path,
-    examples: Sequence[tuple[str, str]],
+    examples: Sequence[tuple[str, str, int | None]],
     out_dir: Path,
     on_update: Callable[[int, float], None] | None = None,
 ) -> ReviserTrainResult:
@@ -90,7 +132,8 @@ def train_reviser(
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
     model = AutoModelForCausalLM.from_pretrained(base_dir, use_safetensors=True)
     model.config.max_position_embeddings = cfg.max_seq_len
-    encoded = [encode_example(tokenizer, p, t) for p, t in examples]
+    encoded = [(*encode_example(tokenizer, p, t), loss_weights(tokenizer, t, edit, cfg.edit_weight))
+               for p, t, edit in examples]
     kept = [e for e in encoded if len(e[0]) <= cfg.max_seq_len]
     result = ReviserTrainResult(updates=0, examples=len(kept), skipped_too_long=len(encoded) - len(kept),
                                 n_params=sum(p.numel() for p in model.parameters()))
@@ -122,7 +165,12 @@ def train_reviser(
                 ids = _pad([kept[j][0] for j in batch], pad)
                 labels = _pad([kept[j][1] for j in batch], -100)
                 mask = _pad([[1] * len(kept[j][0]) for j in batch], 0)
-                loss = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+                weights = _pad([[0.0] * (len(kept[j][1]) - len(kept[j][2])) + kept[j][2] for j in batch], 0.0)
+                logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+                per_token = torch.nn.functional.cross_entropy(logits.transpose(1, 2), labels[:, 1:], ignore_index=-100,
+                                                              reduction="none")
+                w = weights[:, 1:]
+                loss = (per_token * w).sum() / w.sum()  # edit_weight 1: the mean over target tokens
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(params, 1.0)

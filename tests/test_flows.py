@@ -56,6 +56,15 @@ def test_pipeline_end_to_end_and_rerun_is_a_no_op(trained_workdir: Path, smoke_c
     assert client.search_model_versions(f"name = '{REGISTERED_NAME}'")
     assert (trained_workdir / "reports" / f"sample-bank-{out['bank_id']}.png").stat().st_size > 1000
 
+    # train-reviser measured the context gain on held-out test problems, interval around the effect.
+    with duckdb.connect(str(trained_workdir / "ttscale.duckdb"), read_only=True) as con:
+        gain = dict(con.execute("SELECT name, value FROM metrics WHERE name LIKE 'reviser_context_gain%' AND level = 0")
+                    .fetchall())
+    assert gain["reviser_context_gain_lo"] <= gain["reviser_context_gain"] <= gain["reviser_context_gain_hi"]
+    assert gain["reviser_context_gain_problems"] > 0
+    reviser_run = client.search_runs([exp.experiment_id], "tags.stage = 'train-reviser'")[0]
+    assert reviser_run.data.metrics["reviser_context_gain"] == gain["reviser_context_gain"]
+
     # A second run redoes nothing and writes no duplicates.
     before = _counts(trained_workdir)
     again = pipeline(config=smoke_config, workdir=str(trained_workdir))

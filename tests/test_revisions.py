@@ -305,17 +305,34 @@ def test_reviser_learns_only_the_target_and_lora_merges(base_model_dir: Path, tm
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from ttscale.configs.schema import ReviserConfig
-    from ttscale.models.reviser import encode_example, train_reviser
+    from ttscale.models.reviser import encode_example, first_edit, train_reviser
 
     tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
     ids, labels = encode_example(tokenizer, "question\n\n", "answer")
     n_target = len(tokenizer.encode("answer", add_special_tokens=False)) + 1  # + <eos>
     assert len(ids) == len(labels) and labels[-n_target:] == ids[-n_target:]
     assert all(label == -100 for label in labels[:-n_target])
-    examples = [(revision_prompt(_problem(), [WRONG[0]]), CORRECT), (revision_prompt(_problem(), []), CORRECT)]
+    examples = [(revision_prompt(_problem(), [WRONG[0]]), CORRECT, first_edit(CORRECT, [WRONG[0]])),
+                (revision_prompt(_problem(), []), CORRECT, None)]
     cfg = ReviserConfig(mode="lora", max_updates=2, batch_size=2, max_seq_len=512, lora_r=2, lora_alpha=4)
     result = train_reviser(cfg, base_model_dir, examples, tmp_path / "lora")
     assert result.updates == 2 and result.trainable_params < result.n_params and result.skipped_too_long == 0
     merged = AutoModelForCausalLM.from_pretrained(tmp_path / "lora")
     assert merged.config.max_position_embeddings == 512  # served at the revision context length
     assert not any("lora" in name for name, _ in merged.named_parameters())
+
+
+def test_edit_weight_marks_the_token_where_the_target_leaves_the_last_attempt(base_model_dir: Path):
+    from transformers import AutoTokenizer
+
+    from ttscale.models.reviser import first_edit, loss_weights
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    edit = first_edit(CORRECT, [WRONG[1], WRONG[0]])
+    assert CORRECT[:edit] == WRONG[0][:edit] and CORRECT[edit] != WRONG[0][edit]  # the last attempt decides
+    assert first_edit(CORRECT, []) is None
+    weights = loss_weights(tokenizer, CORRECT, edit, 8.0)
+    marked = weights.index(8.0)
+    assert weights.count(8.0) == 1 and len(weights) == len(tokenizer.encode(CORRECT, add_special_tokens=False)) + 1
+    assert marked == len(tokenizer.encode(CORRECT[:edit], add_special_tokens=False))
+    assert loss_weights(tokenizer, CORRECT, edit, 1.0) == [1.0] * len(weights)
