@@ -40,7 +40,8 @@ REGISTERED_NAME = "ttscale-reviser"
 
 
 @task(cache_policy=NO_CACHE)
-def fit(cfg: ReviserConfig, base_dir: Path, examples: Sequence[tuple[str, str, int | None]], out_dir: Path) -> ReviserTrainResult:
+def fit(cfg: ReviserConfig, base_dir: Path, examples: Sequence[tuple[str, str, int | None]], out_dir: Path
+        ) -> ReviserTrainResult:
     return fit_reviser(cfg, base_dir, examples, out_dir)
 
 
