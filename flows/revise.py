@@ -22,7 +22,7 @@ from ttscale.tasks.sampling import sampling_spec
 from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.flows.stage import stage_run, user_errors
 from ttscale.tasks.revisions import chain_set_key, chain_spec, run_chains
-from ttscale.workdir import reviser_dir
+from ttscale.workdir import read_record, reviser_dir
 from ttscale.models.generator import open_generator
 from ttscale.models.prm import StepScorer
 from ttscale.models.reviser import ContextRoom
@@ -31,7 +31,8 @@ from ttscale.tasks.findings import easy_and_hard, problem_levels, revision_compa
 from ttscale.tasks.reports.findings import comparison_lines
 from ttscale.tasks.grading import split_steps
 from ttscale.tasks.problems import Problem, load_problems
-from ttscale.tasks.reports.revision import RevisionFindings, plot_heatmaps, revision_markdown, revision_metrics
+from ttscale.tasks.reports.revision import (RevisionFindings, plot_heatmaps, revision_markdown, revision_metrics,
+                                            teacher_forced_lines)
 from ttscale.tasks.revision_sweep import RULES, ChainAttempt, selections_table, sweep
 from ttscale.tasks.revisions import staircase
 from ttscale.tasks.sampling import bank_id, problems_table, prompt_for, stable_hash
@@ -154,7 +155,8 @@ def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
             plot = plot_heatmaps(found, wd.reports / f"{STAGE}-{chain_set_id}.png")
             publish_report(wd.reports, f"{STAGE}-{chain_set_id}",
                            revision_markdown(found, f"Sequential revisions ({config.name}, chain set {chain_set_id})",
-                                             comparison_lines(comparisons) + found.measurements()),
+                                             comparison_lines(comparisons) + found.measurements()
+                                             + teacher_forced_lines(wh, (read_record(reviser) or {}).get("run_id"))),
                            plot, "revision-sweep", "accuracy over (budget N, chain length L) per level")
     logger.info("revision sweep %s: report at %s", chain_set_id, wd.reports)
     return chain_set_id

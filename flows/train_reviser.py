@@ -160,7 +160,7 @@ def train_reviser(preset: PresetChoice = PresetChoice(), config: PipelineConfig 
                            ("reviser_train_flops", 6.0 * result.trainable_params * result.tokens, 0)])
             version = register_model(ml_id, tmp, "reviser", REGISTERED_NAME)
             write_record(tmp, {"key": key, "mlflow_run_id": ml_id, "registered": REGISTERED_NAME,
-                               "version": version, "revision_data_id": data_id})
+                               "version": version, "revision_data_id": data_id, "run_id": run_id})
             gains = context_gain(wh, config, base_dir, tmp, problems)
             wh.insert("metrics", gain_table(gains, run_id))
             log_metrics(ml_id, [(f"reviser_context_gain{suffix}" + (f"/level_{lv}" if (lv := stratum_level(c)) else ""),

@@ -64,6 +64,8 @@ def test_pipeline_end_to_end_and_rerun_is_a_no_op(trained_workdir: Path, smoke_c
     assert gain["reviser_context_gain_problems"] > 0
     reviser_run = client.search_runs([exp.experiment_id], "tags.stage = 'train-reviser'")[0]
     assert reviser_run.data.metrics["reviser_context_gain"] == gain["reviser_context_gain"]
+    revise_report = next((trained_workdir / "reports").glob("revise-*.md")).read_text()
+    assert f"{gain['reviser_context_gain']:+.3f}" in revise_report and "Teacher-forced context gain" in revise_report
 
     # A second run redoes nothing and writes no duplicates.
     before = _counts(trained_workdir)

@@ -119,6 +119,29 @@ class RevisionFindings:
         return out
 
 
+def teacher_forced_lines(wh: Warehouse, reviser_run_id: str | None) -> list[str]:
+    """The reviser's context gain as train-reviser measured it (held-out targets' loss without their context
+    minus with it), all levels and per level: whether it reads its context, independent of any sampling."""
+    if reviser_run_id is None:
+        return []
+    rows = wh.query("SELECT level, name, value FROM metrics WHERE run_id = ? AND name LIKE 'reviser_context_gain%' "
+                    "ORDER BY level", [reviser_run_id]).to_pylist()
+    by_level: dict[int, dict[str, float]] = {}
+    for r in rows:
+        by_level.setdefault(r["level"], {})[r["name"].removeprefix("reviser_context_gain")] = r["value"]
+    if 0 not in by_level:
+        return []
+    def show(g: dict[str, float]) -> str:
+        return f"{g['']:+.3f} [{g['_lo']:+.3f}, {g['_hi']:+.3f}]"
+    whole = by_level[0]
+    verdict = ("it reads its context" if whole["_lo"] > 0 else "its context hurts it" if whole["_hi"] < 0
+               else "no evidence that it reads its context")
+    levels = "; ".join(f"level {lv} {show(g)}" for lv, g in sorted(by_level.items()) if lv)
+    return [f"Teacher-forced context gain (train-reviser: held-out correct targets' loss without their context minus "
+            f"with it, nats per target, paired by problem, {int(whole['_problems'])} test problems): {show(whole)}, "
+            f"{verdict} ({levels})."]
+
+
 def _fmt(r: dict) -> str:
     return f"{r['accuracy']:.3f} [{r['lo']:.2f}, {r['hi']:.2f}]"
 
