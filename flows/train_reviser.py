@@ -62,10 +62,10 @@ def training_examples(rows: Sequence[dict], problems: dict[str, Problem], room: 
 
 @task(cache_policy=NO_CACHE)
 def context_gain(wh: Warehouse, config: PipelineConfig, base_dir: Path, model_dir: Path,
-                 problems: dict[str, Problem]) -> list[Comparison]:
+                 problems: dict[str, Problem]) -> list[tuple[int, Comparison]]:
     """The reviser's loss on held-out correct targets without their context minus with it (nats per target,
-    paired by problem; above zero: the context helps it), over all levels and per level. Trajectories are
-    built as for training (two per problem), from the bank's test-split solutions and the problem's
+    paired by problem; above zero: the context helps it), as (level, comparison), level 0 (all) first.
+    Trajectories are built as for training (two per problem), from the bank's test-split solutions and the problem's
     reference solution where it has one (so hard problems with no correct sample count too); only those
     with a context count."""
     bank = bank_id(fingerprint(base_dir), sampling_spec(config.bank))
@@ -75,39 +75,35 @@ def context_gain(wh: Warehouse, config: PipelineConfig, base_dir: Path, model_di
     for r in rows:
         if (p := problems.get(r["problem_id"])) is not None and p.split == "test":
             by_problem[r["problem_id"]].append(r)
-    data, room = config.revisions.data, ContextRoom(model_dir)
-    items = []
+    built = []
     for pid, group in sorted(by_problem.items()):
         rng = random.Random(stable_hash("context-gain", pid))
         reference = problems[pid].meta.get("reference_solution")
         texts = [r["text"] for r in group] + ([reference] if reference else [])
         correct = [r["correct"] for r in group] + ([True] if reference else [])
-        for t in trajectories(pid, texts, correct, data.max_context, 2, rng):
-            context = fitted(problems[pid], t.context, lambda prompt: room.fits(prompt, room.tokens(t.target) + 1))
-            if context:
-                items.append((problems[pid], revision_prompt(problems[pid], context), t.target))
-    if not items:
+        built += [{"problem_id": pid, "context": t.context, "target": t.target}
+                 for t in trajectories(pid, texts, correct, config.revisions.data.max_context, 2, rng)]
+    examples, _ = training_examples(built, problems, ContextRoom(model_dir))  # every row's problem is known
+    kept = [(problems[r["problem_id"]], prompt, target) for r, (prompt, target, edit) in zip(built, examples)
+            if edit is not None]  # a context survived the fitting
+    if not kept:
         return []
-    threads = config.revisions.reviser.threads
-    shown = target_nll(model_dir, [(prompt, target) for _, prompt, target in items], threads)
-    bare = target_nll(model_dir, [(prompt_for(p), target) for p, _, target in items], threads)
+    # one model load: the targets with their context, then the same targets after the bare problem
+    nll = target_nll(model_dir, [(prompt, target) for _, prompt, target in kept]
+                     + [(prompt_for(p), target) for p, _, target in kept], config.revisions.reviser.threads)
+    shown, bare = nll[: len(kept)], nll[len(kept):]
     out = []
-    for level in [0, *sorted({p.level for p, *_ in items})]:
+    for level in [0, *sorted({p.level for p, *_ in kept})]:
         a: dict[str, list[float]] = defaultdict(list)
         b: dict[str, list[float]] = defaultdict(list)
-        for (p, *_), s, n in zip(items, shown, bare):
+        for (p, *_), s, n in zip(kept, shown, bare):
             if level in (0, p.level):
                 a[p.problem_id].append(-s)
                 b[p.problem_id].append(-n)
-        out.append(paired(a, b, finding=4, claim="the reviser reads its context", a_name="with context",
-                          b_name="without", stratum=f"level {level}" if level else "all", unit="nats",
-                          decides=level == 0))
+        out.append((level, paired(a, b, finding=4, claim="the reviser reads its context", a_name="with context",
+                                  b_name="without", stratum=f"level {level}" if level else "all", unit="nats",
+                                  decides=level == 0)))
     return out
-
-
-def stratum_level(c: Comparison) -> int:
-    """The level a context-gain comparison covers (0: all levels), as the `metrics` table keys it."""
-    return 0 if c.stratum == "all" else int(c.stratum.removeprefix("level "))
 
 
 def gain_values(c: Comparison) -> tuple[tuple[str, float], ...]:
@@ -115,12 +111,10 @@ def gain_values(c: Comparison) -> tuple[tuple[str, float], ...]:
     return (("", c.effect), ("_lo", c.lo), ("_hi", c.hi), ("_problems", float(c.problems)))
 
 
-def gain_table(gains: Sequence[Comparison], run_id: str) -> pa.Table:
+def gain_table(gains: Sequence[tuple[int, Comparison]], run_id: str) -> pa.Table:
     """`metrics` rows reviser_context_gain[_lo|_hi|_problems] per level (0 = all levels)."""
-    return pa.Table.from_pylist([{"run_id": run_id, "name": f"reviser_context_gain{suffix}", "level": stratum_level(c),
-                                  "k": 0, "value": value} for c in gains for suffix, value in gain_values(c)],
-                                schema=pa.schema([("run_id", pa.string()), ("name", pa.string()), ("level", pa.int32()),
-                                                  ("k", pa.int32()), ("value", pa.float64())]))
+    return pa.Table.from_pylist([{"run_id": run_id, "name": f"reviser_context_gain{suffix}", "level": level, "k": 0,
+                                  "value": value} for level, c in gains for suffix, value in gain_values(c)])
 
 
 @flow(name=STAGE, log_prints=True)
@@ -163,11 +157,12 @@ def train_reviser(preset: PresetChoice = PresetChoice(), config: PipelineConfig 
                                "version": version, "revision_data_id": data_id, "run_id": run_id})
             gains = context_gain(wh, config, base_dir, tmp, problems)
             wh.insert("metrics", gain_table(gains, run_id))
-            log_metrics(ml_id, [(f"reviser_context_gain{suffix}" + (f"/level_{lv}" if (lv := stratum_level(c)) else ""),
-                                 value, 0) for c in gains for suffix, value in gain_values(c)])
+            log_metrics(ml_id, [(f"reviser_context_gain{suffix}" + (f"/level_{level}" if level else ""), value, 0)
+                                for level, c in gains for suffix, value in gain_values(c)])
     if gains:
+        whole = gains[0][1]
         logger.info("context gain on %d held-out test problems: %+.3f [%+.3f, %+.3f] nats per target (%s)",
-                    gains[0].problems, gains[0].effect, gains[0].lo, gains[0].hi, gains[0].verdict)
+                    whole.problems, whole.effect, whole.lo, whole.hi, whole.verdict)
     else:
         logger.info("no test-split bank solutions with a context: the context gain was not measured")
     if shortened:
