@@ -48,13 +48,7 @@ class Comparison:
 
     @property
     def verdict(self) -> str:
-        if self.problems == 0:
-            return NOT_MEASURED
-        if self.lo > 0:
-            return REPRODUCED
-        if self.hi < 0:
-            return CONTRADICTED
-        return INCONCLUSIVE
+        return interval_verdict(self.lo, self.hi, self.problems)
 
     @property
     def problems_to_decide(self) -> int | None:
@@ -65,6 +59,17 @@ class Comparison:
 
     def row(self) -> dict:
         return {**asdict(self), "verdict": self.verdict, "problems_to_decide": self.problems_to_decide}
+
+
+def interval_verdict(lo: float, hi: float, problems: int) -> str:
+    """A - B's verdict from its interval alone: also for a comparison read back from stored numbers."""
+    if problems == 0:
+        return NOT_MEASURED
+    if lo > 0:
+        return REPRODUCED
+    if hi < 0:
+        return CONTRADICTED
+    return INCONCLUSIVE
 
 
 def detectable_difference(se: float, confidence: float) -> float:

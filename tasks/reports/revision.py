@@ -18,7 +18,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ttscale.tasks.comparison import Comparison, paired  # noqa: E402
+from ttscale.tasks.comparison import CONTRADICTED, REPRODUCED, Comparison, interval_verdict, paired  # noqa: E402
 from ttscale.tasks.metrics import powers_of_two  # noqa: E402
 from ttscale.tasks.reports.bank import save_figure  # noqa: E402
 from ttscale.warehouse.store import Warehouse  # noqa: E402
@@ -134,8 +134,8 @@ def teacher_forced_lines(wh: Warehouse, reviser_run_id: str | None) -> list[str]
     def show(g: dict[str, float]) -> str:
         return f"{g['']:+.3f} [{g['_lo']:+.3f}, {g['_hi']:+.3f}]"
     whole = by_level[0]
-    verdict = ("it reads its context" if whole["_lo"] > 0 else "its context hurts it" if whole["_hi"] < 0
-               else "no evidence that it reads its context")
+    verdict = {REPRODUCED: "it reads its context", CONTRADICTED: "its context hurts it"}.get(
+        interval_verdict(whole["_lo"], whole["_hi"], int(whole["_problems"])), "no evidence that it reads its context")
     levels = "; ".join(f"level {lv} {show(g)}" for lv, g in sorted(by_level.items()) if lv)
     return [f"Teacher-forced context gain (train-reviser: held-out correct targets' loss without their context minus "
             f"with it, nats per target, paired by problem, {int(whole['_problems'])} test problems): {show(whole)}, "
