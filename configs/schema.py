@@ -360,6 +360,11 @@ class ChainConfig(Frozen):
     problems: int = Field(default=100, ge=1, description="first N test problems (levels interleave)")
     budget: int = Field(default=8, ge=1, description="largest N (a power of two); every L and smaller N is cut from it")
     window: int = Field(default=4, ge=0, description="previous attempts of its chain an attempt sees (paper: 4)")
+    edit: Literal["revise", "restart"] = Field(
+        default="revise", description="how a chain's next attempt is made: `revise`, the fine-tuned revision model "
+        "writes a new attempt after the window of earlier ones (the paper); `restart`, the base model keeps the "
+        "previous attempt's steps before its least confident one (its own token probabilities) and writes the "
+        "rest again: no training, no window")
     chain_sets: int = Field(default=1, ge=1, description="independent repeats of the whole sweep")
     temperature: float = Field(default=1.0, ge=0)
     max_tokens: int = Field(default=320, ge=1)

@@ -21,11 +21,10 @@ from ttscale.configs.schema import PipelineConfig
 from ttscale.tasks.sampling import sampling_spec
 from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.flows.stage import stage_run, user_errors
-from ttscale.tasks.revisions import chain_set_key, chain_spec, run_chains
+from ttscale.tasks.revisions import chain_editor, chain_model, chain_set_key, chain_spec, run_chains
 from ttscale.workdir import read_record, reviser_dir
 from ttscale.models.generator import open_generator
 from ttscale.models.prm import StepScorer
-from ttscale.models.reviser import ContextRoom
 from ttscale.models.scorers import ScorerSource, open_scorer
 from ttscale.tasks.findings import easy_and_hard, problem_levels, revision_comparisons, stored_revision_outcomes
 from ttscale.tasks.reports.findings import comparison_lines
@@ -86,8 +85,8 @@ def sweep_ids(config: PipelineConfig, wd: Workdir, scorer_dirs: dict | None = No
     Other stages (allocate, report) call it with the config alone to find the sweep's rows."""
     cfg = config.revisions.chains
     lengths = staircase(cfg.budget) * cfg.chain_sets
-    chain_set_id = chain_set_key("sweep", reviser_dir(wd), lengths, cfg.window, chain_spec(config),
-                                 config.generator.backend)
+    chain_set_id = chain_set_key("sweep", chain_model(config, wd), lengths, cfg.window, chain_spec(config),
+                                 config.generator.backend, cfg.edit)
     scorers = {v: scorer_key(path, sep) for v, (path, sep, _) in (scorer_dirs or verifiers(config, wd)).items()}
     rules = [r for r in RULES if r.split("_")[0] in ("oracle", "majority", *scorers)]
     if problems is None:
@@ -132,9 +131,10 @@ def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
             return chain_set_id
         with stage_run(wh, wd, STAGE, run_id, config, {"revisions.chains": cfg.model_dump(), "scorers": scorers},
                        {"chain_set_id": chain_set_id}) as ml_id:
-            with open_generator(config.generator, reviser) as generator:
-                run_chains_task(generator, ContextRoom(reviser), problems, lengths, cfg.window, spec, chain_set_id, run_id,
-                           wh, STAGE)
+            model = chain_model(config, wd)
+            with open_generator(config.generator, model) as generator:
+                run_chains_task(generator, chain_editor(config, model), problems, lengths, spec, chain_set_id, run_id,
+                                wh, STAGE)
             by_id = {p.problem_id: p for p in problems}
             for verifier, (path, sep, steps_of) in scorer_dirs.items():
                 scorer = open_scorer(path, config.scoring.model_copy(update={"step_separator": sep}))
@@ -156,7 +156,8 @@ def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
             publish_report(wd.reports, f"{STAGE}-{chain_set_id}",
                            revision_markdown(found, f"Sequential revisions ({config.name}, chain set {chain_set_id})",
                                              comparison_lines(comparisons) + found.measurements()
-                                             + teacher_forced_lines(wh, (read_record(reviser) or {}).get("run_id"))),
+                                             + (teacher_forced_lines(wh, (read_record(reviser) or {}).get("run_id"))
+                                                if cfg.edit == "revise" else [])),
                            plot, "revision-sweep", "accuracy over (budget N, chain length L) per level")
     logger.info("revision sweep %s: report at %s", chain_set_id, wd.reports)
     return chain_set_id

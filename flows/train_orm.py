@@ -21,16 +21,14 @@ from ttscale.configs.schema import PipelineConfig
 from ttscale.tasks.problems import train_problems
 from ttscale.flows.stage import stage_run, user_errors
 from ttscale.flows.stage import fit
-from ttscale.workdir import reviser_dir
 from ttscale.models.generator import open_generator
 from ttscale.models.prm_train import LabeledSolution
-from ttscale.models.reviser import ContextRoom
 from ttscale.tasks.sampling import prompt_for, stable_hash
 from ttscale.tasks.tracking import log_metrics, register_model
 from ttscale.tasks.reports.verifier import quality
 from ttscale.workdir import DEFAULT_WORKDIR, Workdir, fingerprint, staged_dir, trained_record, write_record
 from ttscale.warehouse.store import Warehouse
-from ttscale.tasks.revisions import chain_set_key, chain_spec, run_chains
+from ttscale.tasks.revisions import chain_editor, chain_model, chain_set_key, chain_spec, run_chains
 
 # A Prefect task, so each call shows in the flow run's graph.
 run_chains_task = task(run_chains, name="run-chains", cache_policy=NO_CACHE)
@@ -48,12 +46,12 @@ def train_orm(preset: PresetChoice = PresetChoice(), config: PipelineConfig | No
     logger = get_run_logger()
     wd = Workdir.at(workdir)
     base_dir = wd.require_model(config.generator.model)
-    reviser = reviser_dir(wd)
+    model = chain_model(config, wd)  # the model whose attempts the ORM will verify
     cfg = config.revisions.orm
     spec = chain_spec(config)
     lengths = [cfg.length] * cfg.chains
-    chain_set_id = chain_set_key("orm", reviser, lengths, config.revisions.chains.window, spec,
-                                 config.generator.backend)
+    chain_set_id = chain_set_key("orm", model, lengths, config.revisions.chains.window, spec,
+                                 config.generator.backend, config.revisions.chains.edit)
     # problems the reviser was never fine-tuned on: its attempts there look like its attempts at test time
     problems = train_problems(config, cfg.problems, skip=config.revisions.data.problems)
     out = wd.models / "orm"
@@ -66,9 +64,9 @@ def train_orm(preset: PresetChoice = PresetChoice(), config: PipelineConfig | No
     with Warehouse(wd.warehouse) as wh, staged_dir(out) as tmp, stage_run(
             wh, wd, STAGE, run_id, config, {"revisions.orm": cfg.model_dump(), "chain_set_id": chain_set_id},
             {"chain_set_id": chain_set_id}) as ml_id:
-        with open_generator(config.generator, reviser) as generator:
-            run_chains_task(generator, ContextRoom(reviser), problems, lengths, config.revisions.chains.window, spec,
-                       chain_set_id, run_id, wh, STAGE)
+        with open_generator(config.generator, model) as generator:
+            run_chains_task(generator, chain_editor(config, model), problems, lengths, spec, chain_set_id, run_id,
+                            wh, STAGE)
         by_id = {p.problem_id: p for p in problems}
         rows = wh.query("SELECT problem_id, text, correct FROM revision_attempts WHERE chain_set_id = ? "
                         "ORDER BY attempt_id", [chain_set_id]).to_pylist()

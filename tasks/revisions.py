@@ -15,19 +15,20 @@ import random
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime, timezone
+from typing import Protocol
 
 import pyarrow as pa
 from rapidfuzz.distance import Levenshtein
 
 from ttscale.models.generator import Generator, SamplingSpec
-from ttscale.tasks.grading import grade
+from ttscale.tasks.grading import grade, split_steps
 from ttscale.tasks.problems import Problem
-from ttscale.tasks.sampling import prompt_for, stable_hash
+from ttscale.tasks.sampling import prompt_for, response_prefix, stable_hash
 from ttscale.warehouse.store import Warehouse
 from ttscale.models.reviser import ContextRoom
 from pathlib import Path
 from ttscale.configs.schema import PipelineConfig
-from ttscale.workdir import fingerprint
+from ttscale.workdir import Workdir, fingerprint, reviser_dir
 from tqdm.auto import tqdm
 
 # After each earlier attempt: a line no solution contains, so an attempt's end is unambiguous.
@@ -171,32 +172,91 @@ class Attempt:
 ChainKey = tuple[str, int]  # (problem_id, chain)
 
 
+Request = tuple[str, str, int]  # (prompt, response prefix it continues, tokens read to decide them)
+
+
+class Editor(Protocol):
+    """How a chain asks for its next attempt, given the problem and the chain's attempts so far."""
+
+    def requests(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[Request]: ...
+
+
+@dataclass(frozen=True)
+class ContextEditor:
+    """The paper's revision: the revision model sees the last `window` attempts of its chain that leave
+    it room to answer (`fits`), each under its own copy of the problem, and writes a new attempt."""
+
+    window: int
+    fits: Fits = _always
+
+    def requests(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[Request]:
+        return [(revision_prompt(problem, fitted(problem, window(previous, self.window), self.fits)), "", 0)
+                for problem, previous in items]
+
+
+class StepConfidence(Protocol):
+    def score_with_tokens(self, prompts: Sequence[str], step_lists: Sequence[Sequence[str]]
+                          ) -> tuple[list[list[float]], list[list[int]]]: ...
+
+
+def least_confident(prefix_scores: Sequence[float]) -> int:
+    """The step where a lowest-so-far fold (models.confidence.LowestConfidence) reaches its final value:
+    the least confident step of the solution."""
+    return next(i for i, s in enumerate(prefix_scores) if s == prefix_scores[-1])
+
+
+@dataclass(frozen=True)
+class RestartEditor:
+    """A revision that needs no training (`revisions.chains.edit: restart`): keep the previous attempt's
+    steps before its least confident one, by the generator's own token probabilities, and let the
+    generator write the rest again from there (a turn-0 attempt is a plain sample).
+
+    Why: on the embedded task a sampling slip is a low-probability token, so the least confident step
+    is usually the first wrong one, and everything before it is work worth keeping, which the fine-tuned
+    reviser does not learn to copy (README, "Revisions"). The confidence pass reads the problem and the
+    previous attempt: those tokens are charged as read (`Request`'s third element, in prompt_tokens)."""
+
+    confidence: StepConfidence
+    steps_of: Callable[[str], list[str]]
+
+    def requests(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[Request]:
+        out: list[Request | None] = [None] * len(items)
+        scored = [(i, prompt_for(problem), self.steps_of(previous[-1])) for i, (problem, previous) in enumerate(items)
+                  if previous]
+        scored = [(i, prompt, steps) for i, prompt, steps in scored if steps]
+        scores, tokens = self.confidence.score_with_tokens([p for _, p, _ in scored], [s for *_, s in scored])
+        for (i, prompt, steps), row, read in zip(scored, scores, tokens):
+            kept = steps[: least_confident(row)] if row else []
+            out[i] = (prompt, response_prefix(kept), read[-1] if read else 0)
+        return [r if r is not None else (prompt_for(problem), "", 0) for r, (problem, _) in zip(out, items)]
+
+
+Todo = tuple[Problem, int, int, Request]  # (problem, chain, position, what to ask for)
+
+
 def next_round(problems: Sequence[Problem], lengths: Sequence[int], done: Mapping[ChainKey, Sequence[str]],
-               window_size: int, fits: Fits = _always) -> list[tuple[Problem, int, int, str]]:
+               editor: Editor) -> list[Todo]:
     """The attempts to generate next: for each chain that is not yet full, its next position.
 
     `done` holds every chain's attempts so far (texts in position order), so a resumed run
-    continues each chain where it stopped; `fits` drops the oldest attempts of a window whose
-    prompt would leave the reviser no room to answer.
+    continues each chain where it stopped; `editor` says what each attempt is asked to continue.
     """
-    todo = []
-    for problem in problems:
-        for chain, length in enumerate(lengths):
-            previous = done.get((problem.problem_id, chain), ())
-            if len(previous) < length:
-                seen = fitted(problem, window(previous, window_size), fits)
-                todo.append((problem, chain, len(previous), revision_prompt(problem, seen)))
-    return todo
+    open_chains = [(problem, chain, done.get((problem.problem_id, chain), ())) for problem in problems
+                   for chain, length in enumerate(lengths) if len(done.get((problem.problem_id, chain), ())) < length]
+    requests = editor.requests([(problem, previous) for problem, _, previous in open_chains])
+    return [(problem, chain, len(previous), request) for (problem, chain, previous), request in zip(open_chains, requests)]
 
 
-def generate_round(generator: Generator, todo: Sequence[tuple[Problem, int, int, str]], spec: SamplingSpec
-                   ) -> list[Attempt]:
-    """One attempt for every chain in `todo`, all in one generator call, graded."""
-    completions = generator.generate([prompt for *_, prompt in todo], spec)
+def generate_round(generator: Generator, todo: Sequence[Todo], spec: SamplingSpec) -> list[Attempt]:
+    """One attempt for every chain in `todo`, all in one generator call, graded. An attempt's text is
+    the response prefix it was given followed by what the generator wrote."""
+    completions = generator.generate([prompt for *_, (prompt, _, _) in todo], spec,
+                                     prefixes=[prefix for *_, (_, prefix, _) in todo])
     out = []
-    for (problem, chain, position, _), (c, *_) in zip(todo, completions):
-        answer, correct = grade(problem, c.text)
-        out.append(Attempt(problem.problem_id, chain, position, c.text, answer, correct, c.prompt_tokens,
+    for (problem, chain, position, (_, prefix, read)), (c, *_) in zip(todo, completions):
+        text = prefix + c.text
+        answer, correct = grade(problem, text)
+        out.append(Attempt(problem.problem_id, chain, position, text, answer, correct, c.prompt_tokens + read,
                            c.generated_tokens))
     return out
 
@@ -230,9 +290,9 @@ def stored_chains(wh: Warehouse, chain_set_id: str) -> dict[ChainKey, list[str]]
     return {(r["problem_id"], r["chain"]): r["texts"] for r in rows}
 
 
-def extend_chains(generator: Generator, problems: Sequence[Problem], lengths: Sequence[int], window_size: int,
+def extend_chains(generator: Generator, problems: Sequence[Problem], lengths: Sequence[int], editor: Editor,
                   spec: SamplingSpec, done: dict[ChainKey, list[str]], commit: Callable[[list[Attempt]], None],
-                  on_round: Callable[[int, int], None] | None = None, fits: Fits = _always) -> int:
+                  on_round: Callable[[int, int], None] | None = None) -> int:
     """Grow every chain to its length, one round (one generator call) per position; returns rounds run.
 
     `commit` stores a round before the next starts, so a killed run loses at most one round.
@@ -240,7 +300,7 @@ def extend_chains(generator: Generator, problems: Sequence[Problem], lengths: Se
     backends that honour seeds.
     """
     rounds = 0
-    while todo := next_round(problems, lengths, done, window_size, fits):
+    while todo := next_round(problems, lengths, done, editor):
         round_spec = SamplingSpec(n=1, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
                                   stop=spec.stop, seed=spec.seed * 1_009 + todo[0][2])
         attempts = generate_round(generator, todo, round_spec)
@@ -253,10 +313,11 @@ def extend_chains(generator: Generator, problems: Sequence[Problem], lengths: Se
     return rounds
 
 
-def chain_set_key(purpose: str, reviser: Path, lengths: Sequence[int], window: int, spec: SamplingSpec,
-                  backend: str) -> str:
-    """A chain set is one reviser's chains of these lengths, window and sampling, for one purpose."""
-    return stable_hash("chains", purpose, fingerprint(reviser), list(lengths), window, asdict(spec), backend)
+def chain_set_key(purpose: str, model: Path, lengths: Sequence[int], window: int, spec: SamplingSpec,
+                  backend: str, edit: str = "revise") -> str:
+    """A chain set is one model's chains of these lengths, window, sampling and edit, for one purpose."""
+    how = () if edit == "revise" else (edit,)  # the paper's revisions keep the keys they always had
+    return stable_hash("chains", purpose, fingerprint(model), list(lengths), window, asdict(spec), backend, *how)
 
 
 def chain_spec(config: PipelineConfig) -> SamplingSpec:
@@ -264,11 +325,30 @@ def chain_spec(config: PipelineConfig) -> SamplingSpec:
     return SamplingSpec(n=1, temperature=chains.temperature, max_tokens=chains.max_tokens, seed=chains.seed)
 
 
-def run_chains(generator: Generator, room: ContextRoom, problems: Sequence[Problem], lengths: Sequence[int],
-               window: int, spec: SamplingSpec, chain_set_id: str, run_id: str, wh: Warehouse, stage: str) -> int:
+def chain_model(config: PipelineConfig, wd: Workdir) -> Path:
+    """The model that writes chains: the revision model, or the base model when chains restart."""
+    if config.revisions.chains.edit == "restart":
+        return wd.require_model(config.generator.model)
+    return reviser_dir(wd)
+
+
+def chain_editor(config: PipelineConfig, model: Path) -> Editor:
+    """The configured editor (`revisions.chains.edit`) over the chain model."""
+    if config.revisions.chains.edit == "restart":
+        from ttscale.models.confidence import ConfidenceScorer
+
+        scorer = ConfidenceScorer(model, config.scoring.batch_size, config.scoring.threads,
+                                  chat_template=config.generator.chat_template)
+        return RestartEditor(scorer, split_steps)
+    room = ContextRoom(model)
+    return ContextEditor(config.revisions.chains.window,
+                         lambda prompt: room.fits(prompt, config.revisions.chains.max_tokens))
+
+
+def run_chains(generator: Generator, editor: Editor, problems: Sequence[Problem], lengths: Sequence[int],
+               spec: SamplingSpec, chain_set_id: str, run_id: str, wh: Warehouse, stage: str) -> int:
     """Grow every chain of the set to its length, committing each round; returns rounds run.
-    An attempt sees the last `window` attempts of its chain that leave the reviser room to answer
-    within the context it was trained at (`room`)."""
+    What each attempt sees of its chain is the editor's to say (`chain_editor`)."""
     done = stored_chains(wh, chain_set_id)
     total = len(problems) * sum(lengths) - sum(len(v) for v in done.values())
     with tqdm(total=total, desc=stage, unit="attempt", disable=None, mininterval=1.0) as bar:
@@ -277,5 +357,4 @@ def run_chains(generator: Generator, room: ContextRoom, problems: Sequence[Probl
                 wh.insert("revision_attempts", attempts_table(attempts, chain_set_id, run_id, generator.n_params))
             bar.update(len(attempts))
 
-        return extend_chains(generator, problems, lengths, window, spec, done, commit,
-                             fits=lambda prompt: room.fits(prompt, spec.max_tokens))
+        return extend_chains(generator, problems, lengths, editor, spec, done, commit)

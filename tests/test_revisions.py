@@ -17,14 +17,17 @@ from ttscale.flows.pipeline import pipeline
 from ttscale.flows.revise import revise
 from ttscale.flows.train_orm import REGISTERED_NAME as ORM_NAME
 from ttscale.models.prm import PRM
+from ttscale.models.generator import Completion, SamplingSpec
 from ttscale.models.reviser import ContextRoom, context_length
 from ttscale.tasks.metrics import wilson
+from ttscale.tasks.grading import split_steps
 from ttscale.tasks.problems import Problem
 from ttscale.tasks.revision_sweep import ChainAttempt, grid, select, sweep
 from ttscale.tasks import arith
 from ttscale.tasks.reports.revision import RevisionFindings
-from ttscale.tasks.revisions import (ATTEMPT_SEPARATOR, Attempt, attempts_table, fitted, next_round, revision_prompt,
-                             slip_trajectories, staircase, trajectories, window)
+from ttscale.tasks.revisions import (ATTEMPT_SEPARATOR, Attempt, ContextEditor, RestartEditor, attempts_table, fitted,
+                                     generate_round, least_confident, next_round, revision_prompt,
+                                     slip_trajectories, staircase, trajectories, window)
 from ttscale.warehouse.store import Warehouse
 from ttscale.tasks.sampling import prompt_for
 
@@ -135,9 +138,10 @@ def test_chain_window_and_prompt():
     assert revision_prompt(problem, []) == prompt_for(problem)
     # next_round continues each chain at its next position, with only the window in view
     done = {("p1", 0): ["x0", "x1", "x2"], ("p1", 1): ["y0"]}
-    todo = next_round([problem], [4, 1, 2], done, window_size=2)
+    todo = next_round([problem], [4, 1, 2], done, ContextEditor(window=2))
     assert [(chain, pos) for _, chain, pos, _ in todo] == [(0, 3), (2, 0)]
-    assert "x0" not in todo[0][3] and "x1" in todo[0][3] and "x2" in todo[0][3]
+    prompt, prefix, read = todo[0][3]
+    assert "x0" not in prompt and "x1" in prompt and "x2" in prompt and (prefix, read) == ("", 0)
 
 
 def test_a_window_that_would_not_fit_loses_its_oldest_attempts_first(base_model_dir: Path):
@@ -150,9 +154,55 @@ def test_a_window_that_would_not_fit_loses_its_oldest_attempts_first(base_model_
     assert fits(revision_prompt(problem, kept)) and not fits(revision_prompt(problem, attempts[-len(kept) - 1:]))
     assert room.tokens(revision_prompt(problem, kept)) + 1 + 40 <= 160
     assert fitted(problem, attempts, lambda _: False) == []  # nothing fits: a fresh attempt
-    todo = next_round([problem], [5], {("p1", 0): attempts}, window_size=4, fits=fits)
-    assert todo[0][3] == revision_prompt(problem, kept)
+    todo = next_round([problem], [5], {("p1", 0): attempts}, ContextEditor(window=4, fits=fits))
+    assert todo[0][3][0] == revision_prompt(problem, kept)
     assert context_length(base_model_dir) >= 160  # the limit a served reviser is held to by default
+
+
+class _Confidence:
+    """Step scores as the lowest-so-far fold gives them: the second step is the least confident."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, list[str]]] = []
+
+    def score_with_tokens(self, prompts, step_lists):
+        self.seen += list(zip(prompts, step_lists))
+        scores = [[0.9, 0.2, 0.2][: len(steps)] for steps in step_lists]
+        return scores, [[10 * (i + 1) for i in range(len(steps))] for steps in step_lists]
+
+
+class _Echo:
+    """A generator that writes a fixed last step and records what it was asked to continue."""
+
+    n_params = 10
+
+    def __init__(self) -> None:
+        self.asked: list[tuple[str, str]] = []
+
+    def generate(self, prompts, spec, prefixes=None):
+        self.asked += list(zip(prompts, prefixes or [""] * len(prompts)))
+        return [[Completion("ans=1113", 7, 3, "stop")] for _ in prompts]
+
+
+def test_a_restart_keeps_the_steps_before_the_least_confident_one():
+    assert least_confident([0.9, 0.4, 0.4, 0.4]) == 1 and least_confident([0.3, 0.3]) == 0
+    assert least_confident([0.9, 0.8, 0.7]) == 2
+    problem, confidence = _problem(), _Confidence()
+    editor = RestartEditor(confidence, split_steps)
+    done = {("p1", 0): [WRONG[0]]}
+    todo = next_round([problem], [2, 1], done, editor)
+    # chain 0 continues its attempt from the step before its least confident one; chain 1 starts fresh
+    assert [(chain, pos) for _, chain, pos, _ in todo] == [(0, 1), (1, 0)]
+    assert todo[0][3] == (prompt_for(problem), "01: 1111+0001=1112" + arith.STEP_DELIMITER, 30)
+    assert todo[1][3] == (prompt_for(problem), "", 0)
+    assert confidence.seen == [(prompt_for(problem), split_steps(WRONG[0]))]  # only chains with an attempt
+    generator = _Echo()
+    attempts = generate_round(generator, todo, SamplingSpec())
+    assert generator.asked == [(prompt_for(problem), "01: 1111+0001=1112" + arith.STEP_DELIMITER), (prompt_for(problem), "")]
+    assert attempts[0].text == "01: 1111+0001=1112" + arith.STEP_DELIMITER + "ans=1113"
+    # the confidence pass read the problem and the earlier attempt: charged as read, beside the prompt
+    assert (attempts[0].prompt_tokens, attempts[0].generated_tokens) == (7 + 30, 3)
+    assert (attempts[1].prompt_tokens, attempts[1].text) == (7, "ans=1113")
 
 
 def test_staircase_holds_every_budget_and_length():
