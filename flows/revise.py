@@ -117,7 +117,7 @@ def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
     wd = Workdir.at(workdir)
     cfg = config.revisions.chains
     base_dir = wd.require_model(config.generator.model)
-    reviser = reviser_dir(wd)
+    model = chain_model(config, wd)  # the revision model (or the base model, for restarts): asked for first
     spec = chain_spec(config)
     lengths = staircase(cfg.budget) * cfg.chain_sets
     all_problems = load_problems(config.task)
@@ -131,7 +131,6 @@ def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
             return chain_set_id
         with stage_run(wh, wd, STAGE, run_id, config, {"revisions.chains": cfg.model_dump(), "scorers": scorers},
                        {"chain_set_id": chain_set_id}) as ml_id:
-            model = chain_model(config, wd)
             with open_generator(config.generator, model) as generator:
                 run_chains_task(generator, chain_editor(config, model), problems, lengths, spec, chain_set_id, run_id,
                                 wh, STAGE)
@@ -156,7 +155,7 @@ def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
             publish_report(wd.reports, f"{STAGE}-{chain_set_id}",
                            revision_markdown(found, f"Sequential revisions ({config.name}, chain set {chain_set_id})",
                                              comparison_lines(comparisons) + found.measurements()
-                                             + (teacher_forced_lines(wh, (read_record(reviser) or {}).get("run_id"))
+                                             + (teacher_forced_lines(wh, (read_record(reviser_dir(wd)) or {}).get("run_id"))
                                                 if cfg.edit == "revise" else [])),
                            plot, "revision-sweep", "accuracy over (budget N, chain length L) per level")
     logger.info("revision sweep %s: report at %s", chain_set_id, wd.reports)

@@ -17,6 +17,7 @@ from ttscale.flows.pipeline import pipeline
 from ttscale.flows.revise import revise
 from ttscale.flows.train_orm import REGISTERED_NAME as ORM_NAME
 from ttscale.models.prm import PRM
+from ttscale.models.confidence import ConfidenceScorer
 from ttscale.models.generator import Completion, SamplingSpec
 from ttscale.models.reviser import ContextRoom, context_length
 from ttscale.tasks.metrics import wilson
@@ -29,7 +30,7 @@ from ttscale.tasks.revisions import (ATTEMPT_SEPARATOR, Attempt, ContextEditor, 
                                      generate_round, least_confident, next_round, revision_prompt,
                                      slip_trajectories, staircase, trajectories, window)
 from ttscale.warehouse.store import Warehouse
-from ttscale.tasks.sampling import prompt_for
+from ttscale.tasks.sampling import prompt_for, response_prefix
 
 CORRECT = "01: 1111+0001=1112\n\n00: 1112+0001=1113\n\nans=1113"
 WRONG = [
@@ -290,7 +291,7 @@ def test_pipeline_revises_and_writes_the_sweep(revised_workdir, smoke_config):
     client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'mlflow.db'}")
     assert client.search_model_versions("name = 'ttscale-reviser'") and client.search_model_versions(f"name = '{ORM_NAME}'")
     report = next((workdir / "reports").glob(f"revise-{out['chain_set_id']}.md")).read_text()
-    assert "Revision model pass@1 at turn 0" in report and "| rule | L=1 |" in report
+    assert "Chain pass@1 at turn 0" in report and "| rule | L=1 |" in report
 
 
 def test_orm_round_trip_scores_the_same_from_the_registry(revised_workdir):
@@ -316,6 +317,39 @@ def test_rerun_adds_no_attempts(revised_workdir, smoke_config):
     before = counts()
     assert revise(config=smoke_config, workdir=str(workdir)) == out["chain_set_id"]
     assert counts() == before
+
+
+def test_restart_chains_keep_the_steps_before_the_previous_attempts_least_confident_one(
+        revised_workdir, smoke_config, tmp_path):
+    workdir, out = revised_workdir
+    fresh = tmp_path / "restart"
+    for name in ("base", "orm", "prm"):
+        shutil.copytree(workdir / "models" / name, fresh / "models" / name)
+    config = smoke_config.model_copy(update={"revisions": smoke_config.revisions.model_copy(update={
+        "chains": smoke_config.revisions.chains.model_copy(update={"edit": "restart"})})})
+    chain_set_id = revise(config=config, workdir=str(fresh))  # no revision model needed
+    assert chain_set_id != out["chain_set_id"]
+    with duckdb.connect(str(fresh / "ttscale.duckdb"), read_only=True) as con:
+        rows = con.execute("SELECT a.problem_id, a.chain, a.position, a.text, a.prompt_tokens, p.question, p.answer "
+                           "FROM revision_attempts a JOIN problems p USING (problem_id) "
+                           "ORDER BY a.problem_id, a.chain, a.position").fetchall()
+    assert len(rows) == config.revisions.chains.problems * sum(staircase(config.revisions.chains.budget))
+    by_chain = {(r[0], r[1], r[2]): r for r in rows}
+    later = [r for r in rows if r[2] > 0]
+    assert later
+    # what each later attempt kept is exactly the earlier attempt's steps before its least confident one
+    confidence = ConfidenceScorer(fresh / "models" / "base")
+    earlier = [by_chain[(r[0], r[1], r[2] - 1)] for r in later]
+    problems = [Problem(problem_id=e[0], source="arith", split="test", index=0, level=1, question=e[5], answer=e[6],
+                        meta={}) for e in earlier]
+    scores, tokens = confidence.score_with_tokens([prompt_for(p) for p in problems], [split_steps(e[3]) for e in earlier])
+    kept = 0
+    for r, e, row, read in zip(later, earlier, scores, tokens):
+        prefix = response_prefix(split_steps(e[3])[: least_confident(row)])
+        assert r[3].startswith(prefix)
+        assert r[4] > read[-1]  # charged: the confidence pass over the earlier attempt, then the prompt and prefix
+        kept += bool(prefix)
+    assert kept > 0  # some attempts did keep work (a slip in a first step keeps nothing)
 
 
 def test_killed_chains_resume_without_duplicate_attempts(revised_workdir, smoke_config, tmp_path, monkeypatch):

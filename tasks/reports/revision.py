@@ -114,7 +114,7 @@ class RevisionFindings:
             base = f"; the base model's pass@1 on these problems is {self.base_pass[0]:.3f}" if 0 in self.base_pass else ""
             later = (f", at turn 4 {fifth['accuracy']:.3f} ({fifth['attempts']} attempts)" if fifth
                      else " (no chain reaches turn 4 at this budget)")
-            out.append(f"Revision model pass@1 at turn 0: {first['accuracy']:.3f} ({first['attempts']} attempts)"
+            out.append(f"Chain pass@1 at turn 0: {first['accuracy']:.3f} ({first['attempts']} attempts)"
                        f"{later}{base}.")
         return out
 
