@@ -22,7 +22,7 @@ from ttscale.tasks.sampling import sampling_spec
 from ttscale.models.scorers import resolve_prm, scorer_key
 from ttscale.flows.stage import stage_run, user_errors
 from ttscale.tasks.revisions import chain_editor, chain_model, chain_set_key, chain_spec, run_chains
-from ttscale.workdir import read_record, reviser_dir
+from ttscale.workdir import read_record
 from ttscale.models.generator import open_generator
 from ttscale.models.prm import StepScorer
 from ttscale.models.scorers import ScorerSource, open_scorer
@@ -155,7 +155,7 @@ def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
             publish_report(wd.reports, f"{STAGE}-{chain_set_id}",
                            revision_markdown(found, f"Sequential revisions ({config.name}, chain set {chain_set_id})",
                                              comparison_lines(comparisons) + found.measurements()
-                                             + (teacher_forced_lines(wh, (read_record(reviser_dir(wd)) or {}).get("run_id"))
+                                             + (teacher_forced_lines(wh, (read_record(model) or {}).get("run_id"))
                                                 if cfg.edit == "revise" else [])),
                            plot, "revision-sweep", "accuracy over (budget N, chain length L) per level")
     logger.info("revision sweep %s: report at %s", chain_set_id, wd.reports)

@@ -220,15 +220,14 @@ class RestartEditor:
     steps_of: Callable[[str], list[str]]
 
     def requests(self, items: Sequence[tuple[Problem, Sequence[str]]]) -> list[Request]:
-        out: list[Request | None] = [None] * len(items)
-        scored = [(i, prompt_for(problem), self.steps_of(previous[-1])) for i, (problem, previous) in enumerate(items)
-                  if previous]
-        scored = [(i, prompt, steps) for i, prompt, steps in scored if steps]
-        scores, tokens = self.confidence.score_with_tokens([p for _, p, _ in scored], [s for *_, s in scored])
-        for (i, prompt, steps), row, read in zip(scored, scores, tokens):
+        out: list[Request] = [(prompt_for(problem), "", 0) for problem, _ in items]  # turn 0: a plain sample
+        scored = [(i, steps) for i, (_, previous) in enumerate(items) if previous
+                  and (steps := self.steps_of(previous[-1]))]
+        scores, tokens = self.confidence.score_with_tokens([out[i][0] for i, _ in scored], [s for _, s in scored])
+        for (i, steps), row, read in zip(scored, scores, tokens):
             kept = steps[: least_confident(row)] if row else []
-            out[i] = (prompt, response_prefix(kept), read[-1] if read else 0)
-        return [r if r is not None else (prompt_for(problem), "", 0) for r, (problem, _) in zip(out, items)]
+            out[i] = (out[i][0], response_prefix(kept), read[-1] if read else 0)
+        return out
 
 
 Todo = tuple[Problem, int, int, Request]  # (problem, chain, position, what to ask for)
@@ -241,8 +240,12 @@ def next_round(problems: Sequence[Problem], lengths: Sequence[int], done: Mappin
     `done` holds every chain's attempts so far (texts in position order), so a resumed run
     continues each chain where it stopped; `editor` says what each attempt is asked to continue.
     """
-    open_chains = [(problem, chain, done.get((problem.problem_id, chain), ())) for problem in problems
-                   for chain, length in enumerate(lengths) if len(done.get((problem.problem_id, chain), ())) < length]
+    open_chains = []
+    for problem in problems:
+        for chain, length in enumerate(lengths):
+            previous = done.get((problem.problem_id, chain), ())
+            if len(previous) < length:
+                open_chains.append((problem, chain, previous))
     requests = editor.requests([(problem, previous) for problem, _, previous in open_chains])
     return [(problem, chain, len(previous), request) for (problem, chain, previous), request in zip(open_chains, requests)]
 
