@@ -6,7 +6,10 @@ and returns the mean per-problem difference A - B with a paired bootstrap interv
 problems are resampled with replacement, and inside each drawn problem its seeds are
 resampled too (nested), so a seed never counts as an extra problem and the interval is
 clustered by problem. A is always the side the paper says wins, so "reproduced" means the
-interval lies above zero, "contradicted" below, and anything else is "inconclusive".
+interval lies above zero, "contradicted" below, and anything else is "inconclusive". An
+inconclusive comparison whose B leaves less room than the interval could detect (B solves
+nearly every problem) is marked as one that could not have shown the claim (`could_show`),
+so a ceiling reads as "not testable here", not as evidence against the paper.
 
 Several variants against one baseline (beam M=2 and M=4 against best-of-N, or every
 budget of a sweep) are a family: each interval is widened by Bonferroni to
@@ -45,10 +48,19 @@ class Comparison:
     confidence: float
     unit: str = "accuracy"
     decides: bool = True  # False: shown for detail (e.g. per level), not part of the verdict
+    # The most A - B these problems allow: the mean of 1 - B's accuracy (accuracy only; None where the
+    # unit has no ceiling). Where B already solves nearly every problem, no A can be shown above it.
+    headroom: float | None = None
 
     @property
     def verdict(self) -> str:
         return interval_verdict(self.lo, self.hi, self.problems)
+
+    @property
+    def could_show(self) -> bool:
+        """Whether an A that beat B by all the room B leaves would be detected here (80% power): where not,
+        an inconclusive verdict says nothing about the claim, and more problems of this kind cannot decide it."""
+        return self.headroom is None or self.problems == 0 or self.headroom >= self.detectable
 
     @property
     def problems_to_decide(self) -> int | None:
@@ -58,7 +70,8 @@ class Comparison:
         return int(np.ceil(self.problems * (self.detectable / abs(self.effect)) ** 2))
 
     def row(self) -> dict:
-        return {**asdict(self), "verdict": self.verdict, "problems_to_decide": self.problems_to_decide}
+        return {**asdict(self), "verdict": self.verdict, "problems_to_decide": self.problems_to_decide,
+                "could_show": self.could_show}
 
 
 def interval_verdict(lo: float, hi: float, problems: int) -> str:
@@ -106,8 +119,9 @@ def paired(a: Mapping[str, Sequence[float]], b: Mapping[str, Sequence[float]], *
     se = max(float(boot.std(ddof=1)), 1.0 / n) if resamples > 1 else 1.0 / n
     detectable = detectable_difference(se, confidence)
     effect = float(diff.mean())
+    headroom = float(np.mean([1.0 - y.mean() for y in vb])) if unit == "accuracy" else None
     return Comparison(finding, claim, a_name, b_name, stratum, budget, effect, float(min(lo, effect)),
-                      float(max(hi, effect)), n, float(detectable), family, confidence, unit, decides)
+                      float(max(hi, effect)), n, float(detectable), family, confidence, unit, decides, headroom)
 
 
 def _nested(values: Sequence[np.ndarray], draws: np.ndarray, rng: np.random.Generator) -> np.ndarray:

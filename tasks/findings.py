@@ -294,7 +294,8 @@ def findings_table_rows(findings: Sequence[Finding], run_id: str, ids: Mapping[s
             rows.append({"run_id": run_id, "finding": f.number, "comparison": 0, "claim": f.claim, "a": "", "b": "",
                          "stratum": "", "budget": 0.0, "effect": 0.0, "lo": 0.0, "hi": 0.0, "problems": 0,
                          "detectable": 0.0, "family": 0, "confidence": 0.95, "unit": "accuracy", "decides": True,
-                         "verdict": NOT_MEASURED, "problems_to_decide": None, "claim_verdict": NOT_MEASURED,
+                         "verdict": NOT_MEASURED, "problems_to_decide": None, "headroom": None,
+                         "could_show": None, "claim_verdict": NOT_MEASURED,
                          "finding_verdict": NOT_MEASURED, "bank_id": ids.get("bank_id"),
                          "scorer_id": ids.get("scorer_id")})
             continue

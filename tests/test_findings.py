@@ -28,6 +28,35 @@ def test_a_clear_effect_is_reproduced_its_reverse_contradicted_and_a_tie_inconcl
     assert paired({}, {}, finding=1, claim="c", a_name="A", b_name="B").verdict == NOT_MEASURED
 
 
+def test_a_baseline_at_the_ceiling_is_reported_as_one_no_interval_could_beat(tmp_path):
+    from ttscale.tasks.reports.findings import comparison_lines, to_decide
+    from ttscale.warehouse.store import Warehouse
+
+    ones = {str(i): [1.0] for i in range(16)}
+    nearly = {str(i): [1.0 if i else 0.0] for i in range(16)}  # A misses one problem B solves
+    ceiling = paired(nearly, ones, finding=4, claim="L > 1 above L = 1", a_name="L=2", b_name="L=1")
+    assert ceiling.verdict == INCONCLUSIVE and ceiling.headroom == 0.0 and not ceiling.could_show
+    half = {str(i): [float(i % 2)] for i in range(16)}
+    room = paired(ones, half, finding=4, claim="L > 1 above L = 1", a_name="L=2", b_name="L=1")
+    assert room.headroom == 0.5 and room.could_show and room.verdict == REPRODUCED
+    [_, line] = comparison_lines([ceiling])
+    assert "could not have shown A above B" in line and "at most +0.000" in line and "could detect" not in line
+    assert "not testable on these problems" in to_decide(Finding(4, (ceiling,)))
+    # a unit without a ceiling (nats, budget ratios) keeps saying what it could detect
+    nats = paired(half, ones, finding=3, claim="c", a_name="A", b_name="B", unit="nats")
+    assert nats.headroom is None and nats.could_show
+    rows = findings_table_rows([Finding(4, (ceiling, room))], "run", {})
+    with Warehouse(tmp_path / "w.duckdb") as wh:
+        import pyarrow as pa
+
+        wh.insert("findings", pa.Table.from_pylist(rows))
+        assert wh.query("SELECT headroom, could_show FROM findings ORDER BY comparison").to_pylist() == [
+            {"headroom": 0.0, "could_show": False}, {"headroom": 0.5, "could_show": True}]
+        wh.con.execute("ALTER TABLE findings DROP COLUMN headroom; ALTER TABLE findings DROP COLUMN could_show")
+    with Warehouse(tmp_path / "w.duckdb") as wh:  # a warehouse from before the columns: they are added, rows kept
+        assert wh.query("SELECT count(*) AS n, count(headroom) AS h FROM findings").to_pylist() == [{"n": 2, "h": 0}]
+
+
 def test_seeds_are_redrawn_inside_a_problem_not_counted_as_problems():
     rng = np.random.default_rng(0)
     # 8 problems, each with its own true difference; 200 seeds per problem make each mean precise,

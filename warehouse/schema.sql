@@ -361,6 +361,8 @@ CREATE TABLE IF NOT EXISTS findings (
     problems           INTEGER NOT NULL,
     detectable         DOUBLE NOT NULL,    -- smallest |A - B| these problems could show at 80% power
     problems_to_decide INTEGER,            -- problems an effect of this size would need
+    headroom           DOUBLE,             -- the most A - B these problems allow (1 - B's accuracy); null: no ceiling
+    could_show         BOOLEAN,            -- false: B leaves less room than the interval could detect
     unit               VARCHAR NOT NULL,   -- accuracy | log2 budget ratio
     decides            BOOLEAN NOT NULL,   -- false: detail (per level), not part of the verdict
     verdict            VARCHAR NOT NULL,   -- reproduced | contradicted | inconclusive | not measured
@@ -370,6 +372,10 @@ CREATE TABLE IF NOT EXISTS findings (
     scorer_id          VARCHAR,
     PRIMARY KEY (run_id, finding, comparison)
 );
+
+-- Added 12-08: a warehouse made before keeps its findings rows (null: not computed then).
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS headroom DOUBLE;
+ALTER TABLE findings ADD COLUMN IF NOT EXISTS could_show BOOLEAN;
 
 -- Embedded task only: whether each stored step is right given the step before it (as written), and if
 -- not, why (tasks/arith.py STEP_ERRORS). For diagnosis and ceilings; never a training label or a selection.

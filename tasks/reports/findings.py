@@ -38,6 +38,15 @@ def _detectable(c: Comparison) -> str:
     return f"{2 ** c.detectable:.1f}x either way" if c.unit.startswith("log2") else f"±{c.detectable:.3f}"
 
 
+def _room(c: Comparison) -> str:
+    return f"{c.b} leaves at most {_signed(c.headroom or 0.0)} to gain, under the {_detectable(c)} these problems detect"
+
+
+def _power(c: Comparison) -> str:
+    """What the interval could detect, or, where B leaves less room than that, that it could not have shown A."""
+    return f"could detect {_detectable(c)}" if c.could_show else f"could not have shown A above B: {_room(c)}"
+
+
 def _budget(c: Comparison) -> str:
     return f"{c.budget:g}" if c.budget else ""
 
@@ -46,7 +55,12 @@ def to_decide(f: Finding) -> str:
     """What deciding an inconclusive finding would take, from its deciding comparisons."""
     if f.verdict != INCONCLUSIVE:
         return ""
-    deciding = [c for c in f.comparisons if c.decides and c.problems]
+    measured = [c for c in f.comparisons if c.decides and c.problems]
+    deciding = [c for c in measured if c.could_show]
+    if not deciding:
+        return (f"not testable on these problems: every deciding B leaves less room than its interval could "
+                f"detect (at most {max(c.headroom or 0.0 for c in measured):+.3f}); more problems like these "
+                "cannot decide it, harder ones or a smaller budget could") if measured else ""
     deciding = [c for c in deciding if c.unit == "accuracy"] or deciding
     sized = [(c.problems_to_decide, c) for c in deciding if c.problems_to_decide]
     if not sized:
@@ -67,7 +81,7 @@ def comparison_lines(comparisons: Sequence[Comparison]) -> list[str]:
         verdict = claim_verdict(members) if any(c.decides for c in members) else "detail"
         lines.append(f"{claim}: **{verdict}** (paired 95% intervals, Bonferroni over {members[0].family})")
         lines += [f"  - {c.a} vs {c.b} ({c.stratum}, N={_budget(c)}, {c.problems} problems): {_effect(c)}, "
-                  f"{c.verdict}; could detect {_detectable(c)}" for c in members]
+                  f"{c.verdict}; {_power(c)}" for c in members]
     return lines
 
 
@@ -99,7 +113,8 @@ def findings_markdown(findings: Sequence[Finding], title: str, warnings: Sequenc
                       "| A | B | problems | N | effect A - B [interval] | confidence | could detect | verdict |",
                       "|---|---|---|---|---|---|---|---|"]
             lines += [f"| {c.a} | {c.b} | {c.stratum}: {c.problems} | {_budget(c)} | {_effect(c)} | "
-                      f"{c.confidence:.4g} | {_detectable(c)} | {c.verdict} |" for c in comparisons]
+                      f"{c.confidence:.4g} | {_detectable(c) if c.could_show else 'cannot show A: ' + _room(c)} | "
+                      f"{c.verdict} |" for c in comparisons]
             lines.append("")
         lines += [f"- {n}" for n in f.notes]
     return "\n".join(lines) + "\n"
