@@ -65,11 +65,12 @@ def pipeline(preset: PresetChoice = PresetChoice(), config: PipelineConfig | Non
         # 6. Search against the PRM: best-of-N, beam, lookahead, DVTS; accuracy vs budget.
         search(config=config, workdir=workdir)
         if config.generator.model == "base":
-            # 7. Revision data: train solutions, wrong ones before a right one (nearest by edit distance).
-            out["revision_data_id"] = revision_data(config=config, workdir=workdir)
-            # 8. The revision model, fine-tuned to write a correct attempt after wrong ones.
-            out["reviser"] = train_reviser(config=config, workdir=workdir)
-            # 9. The outcome verifier, trained on the revision model's own attempts.
+            if config.revisions.chains.edit == "revise":  # `restart` chains edit with the base model itself
+                # 7. Revision data: train solutions, wrong ones before a right one (nearest by edit distance).
+                out["revision_data_id"] = revision_data(config=config, workdir=workdir)
+                # 8. The revision model, fine-tuned to write a correct attempt after wrong ones.
+                out["reviser"] = train_reviser(config=config, workdir=workdir)
+            # 9. The outcome verifier, trained on the chain model's own attempts.
             out["orm"] = train_orm(config=config, workdir=workdir)
             # 10. Revision chains on the test problems; accuracy over (budget N, chain length L).
             out["chain_set_id"] = revise(config=config, workdir=workdir)

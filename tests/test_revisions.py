@@ -323,16 +323,17 @@ def test_restart_chains_keep_the_steps_before_the_previous_attempts_least_confid
         revised_workdir, smoke_config, tmp_path):
     workdir, out = revised_workdir
     fresh = tmp_path / "restart"
-    for name in ("base", "orm", "prm"):
-        shutil.copytree(workdir / "models" / name, fresh / "models" / name)
+    shutil.copytree(workdir, fresh, ignore=shutil.ignore_patterns("reviser*"))  # every stage but the reviser's
     config = smoke_config.model_copy(update={"revisions": smoke_config.revisions.model_copy(update={
         "chains": smoke_config.revisions.chains.model_copy(update={"edit": "restart"})})})
-    chain_set_id = revise(config=config, workdir=str(fresh))  # no revision model needed
+    ran = pipeline(config=config, workdir=str(fresh))  # the whole pipeline: restarts need no revision model
+    assert "reviser" not in ran and not (fresh / "models" / "reviser").exists()
+    chain_set_id = ran["chain_set_id"]
     assert chain_set_id != out["chain_set_id"]
     with duckdb.connect(str(fresh / "ttscale.duckdb"), read_only=True) as con:
         rows = con.execute("SELECT a.problem_id, a.chain, a.position, a.text, a.prompt_tokens, p.question, p.answer "
-                           "FROM revision_attempts a JOIN problems p USING (problem_id) "
-                           "ORDER BY a.problem_id, a.chain, a.position").fetchall()
+                           "FROM revision_attempts a JOIN problems p USING (problem_id) WHERE a.chain_set_id = ? "
+                           "ORDER BY a.problem_id, a.chain, a.position", [chain_set_id]).fetchall()
     assert len(rows) == config.revisions.chains.problems * sum(staircase(config.revisions.chains.budget))
     by_chain = {(r[0], r[1], r[2]): r for r in rows}
     later = [r for r in rows if r[2] > 0]

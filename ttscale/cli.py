@@ -105,7 +105,8 @@ def _run_flow(flow_name: str, preset: str, workdir: Path, overrides: list[str] |
 STAGES = {
     "run": ("pipeline", "Run the whole pipeline: train the embedded model, sample and grade the bank, label "
                         "steps, train the PRM, score the bank, search against the PRM, train the revision "
-                        "model and its verifier, sweep sequential vs parallel revisions, bin problems by difficulty, fit the "
+                        "model (with revisions.chains.edit=revise; tiny's chains restart from the base "
+                        "model's least confident step instead) and the chains' verifier, sweep sequential vs parallel revisions, bin problems by difficulty, fit the "
                         "compute-optimal policy, write the curves."),
     "train-base": ("train-base", "Train the embedded ~1M-parameter model from scratch and register it in MLflow."),
     "sample-bank": ("sample-bank", "Sample N candidates per problem, grade them, store them, and report pass@k."),

@@ -59,7 +59,7 @@ class RevisionFindings:
     def context_gain(self, after: bool) -> Comparison:
         """Attempts right after an incorrect (`after=False`) or a correct one: how often they are correct
         against how often they would be if they ignored their context (the problem's turn-0 accuracy),
-        paired by problem. Above zero after an incorrect attempt means the reviser uses what it saw."""
+        paired by problem. Above zero after an incorrect attempt means the chain uses what it saw."""
         observed: dict[str, list[float]] = {}
         chance: dict[str, list[float]] = {}
         for r in self.pairs:
@@ -104,7 +104,7 @@ class RevisionFindings:
             for after in (False, True):
                 c = self.context_gain(after)
                 if c.problems:
-                    meaning = {"reproduced": "the reviser uses what it saw", "contradicted": "what it saw hurts it",
+                    meaning = {"reproduced": "the chain uses what it saw", "contradicted": "what it saw hurts it",
                                }.get(c.verdict, "no evidence that its context matters")
                     out.append(f"Attempts {c.stratum} are correct {c.effect:+.3f} [{c.lo:+.3f}, {c.hi:+.3f}] more "
                                f"often than the same problems' turn-0 attempts, which see no context (paired by "
