@@ -8,7 +8,7 @@ resampled too (nested), so a seed never counts as an extra problem and the inter
 clustered by problem. A is always the side the paper says wins, so "reproduced" means the
 interval lies above zero, "contradicted" below, and anything else is "inconclusive". An
 inconclusive comparison whose B leaves less room than the interval could detect (B solves
-nearly every problem) is marked as one that could not have shown the claim (`could_show`),
+nearly every problem) is marked as one with too little room to show the claim (`could_show`),
 so a ceiling reads as "not testable here", not as evidence against the paper.
 
 Several variants against one baseline (beam M=2 and M=4 against best-of-N, or every

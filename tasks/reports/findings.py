@@ -43,8 +43,8 @@ def _room(c: Comparison) -> str:
 
 
 def _power(c: Comparison) -> str:
-    """What the interval could detect, or, where B leaves less room than that, that it could not have shown A."""
-    return f"could detect {_detectable(c)}" if c.could_show else f"could not have shown A above B: {_room(c)}"
+    """What the interval could detect, or, where B leaves less room than that, that it had too little room to show A."""
+    return f"could detect {_detectable(c)}" if c.could_show else f"too little room to show A above B: {_room(c)}"
 
 
 def _budget(c: Comparison) -> str:
