@@ -373,6 +373,11 @@ class ChainConfig(Frozen):
         default="orm_hier", description="the selection the report's findings use (all rules are stored): majority "
         "or a verifier's weighted vote, over all attempts (flat) or within each chain, then across (hier)")
 
+    @property
+    def uses_reviser(self) -> bool:
+        """Whether chains are written by the fine-tuned revision model (and so need its data and training)."""
+        return self.edit == "revise"
+
     @model_validator(mode="after")
     def _power_of_two(self) -> "ChainConfig":
         if self.budget & (self.budget - 1):

@@ -65,7 +65,7 @@ def pipeline(preset: PresetChoice = PresetChoice(), config: PipelineConfig | Non
         # 6. Search against the PRM: best-of-N, beam, lookahead, DVTS; accuracy vs budget.
         search(config=config, workdir=workdir)
         if config.generator.model == "base":
-            if config.revisions.chains.edit == "revise":  # `restart` chains edit with the base model itself
+            if config.revisions.chains.uses_reviser:  # `restart` chains edit with the base model itself
                 # 7. Revision data: train solutions, wrong ones before a right one (nearest by edit distance).
                 out["revision_data_id"] = revision_data(config=config, workdir=workdir)
                 # 8. The revision model, fine-tuned to write a correct attempt after wrong ones.

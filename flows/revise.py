@@ -156,7 +156,7 @@ def revise(preset: PresetChoice = PresetChoice(), config: PipelineConfig | None 
                            revision_markdown(found, f"Sequential revisions ({config.name}, chain set {chain_set_id})",
                                              comparison_lines(comparisons) + found.measurements()
                                              + (teacher_forced_lines(wh, (read_record(model) or {}).get("run_id"))
-                                                if cfg.edit == "revise" else [])),
+                                                if cfg.uses_reviser else [])),
                            plot, "revision-sweep", "accuracy over (budget N, chain length L) per level")
     logger.info("revision sweep %s: report at %s", chain_set_id, wd.reports)
     return chain_set_id

@@ -330,9 +330,9 @@ def chain_spec(config: PipelineConfig) -> SamplingSpec:
 
 def chain_model(config: PipelineConfig, wd: Workdir) -> Path:
     """The model that writes chains: the revision model, or the base model when chains restart."""
-    if config.revisions.chains.edit == "restart":
-        return wd.require_model(config.generator.model)
-    return reviser_dir(wd)
+    if config.revisions.chains.uses_reviser:
+        return reviser_dir(wd)
+    return wd.require_model(config.generator.model)
 
 
 def chain_editor(config: PipelineConfig, model: Path) -> Editor:
